@@ -1,0 +1,254 @@
+// Torch-free CPU kernels: path evaluation, its backward, and the fused distillation loss.
+//
+// Work is split into tiles of (sample b, block of kTile contiguous features). A tile reads each
+// control point's block once and updates every requested order in the same pass; the per-sample
+// weights are computed when a thread meets a new sample. `parallel_for(begin, end, grain, f)`
+// runs f(chunk_begin, chunk_end) over tile ranges (at::parallel_for in the torch glue, a plain
+// loop in the C++ tests). Accumulation is in Acc (float for half types and float, double for
+// double); per-tile partial sums are kept in float64 and reduced in a fixed order, so results do
+// not depend on the thread count.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "bezier_common.h"
+
+namespace bezier {
+namespace cpu {
+
+constexpr int64_t kTile = 512;
+
+struct Tiling {
+  int64_t batch, features, tiles_per_sample;
+
+  Tiling(int64_t batch_, int64_t features_)
+      : batch(batch_),
+        features(features_),
+        // D = 0 still gets one (empty) tile per sample so per-sample results are produced.
+        tiles_per_sample(features_ == 0 ? 1 : (features_ + kTile - 1) / kTile) {}
+
+  int64_t count() const { return batch * tiles_per_sample; }
+  int64_t sample(int64_t tile) const { return tile / tiles_per_sample; }
+  int64_t start(int64_t tile) const { return (tile % tiles_per_sample) * kTile; }
+  int64_t length(int64_t tile) const { return std::min(kTile, features - start(tile)); }
+  // Tiles per parallel chunk: enough features that a chunk amortises the thread hand-off.
+  int64_t grain() const { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, std::min(features, kTile))); }
+};
+
+// Per-sample weights of K orders, cast to the accumulation type.
+template <typename Acc, int K>
+struct SampleWeights {
+  Acc w[K][kMaxDegree + 1];
+
+  void compute(const BinomialRows& rows, const int* orders, double t) {
+    double wd[K][kMaxDegree + 1];
+    bezier_weights(rows, K, orders, t, wd);
+    for (int k = 0; k < K; ++k)
+      for (int i = 0; i <= rows.degree; ++i) w[k][i] = static_cast<Acc>(wd[k][i]);
+  }
+};
+
+// out[k][b, d] = sum_i w_{orders[k]}(t_b)[i] * P_i[b, d];  each out[k] is [B, D], contiguous.
+template <typename T, typename Acc, int K, typename ParallelFor>
+void path_forward(const ControlPoints<const T>& P, const double* t, int64_t B, int64_t D,
+                  const int* orders, T* const* out, ParallelFor&& parallel_for) {
+  const Tiling tiling(B, D);
+  BinomialRows rows;
+  fill_binomial_rows(P.degree, rows);
+  parallel_for(0, tiling.count(), tiling.grain(), [&](int64_t begin, int64_t end) {
+    SampleWeights<Acc, K> sw;
+    Acc acc[K][kTile];
+    int64_t current = -1;
+    for (int64_t tile = begin; tile < end; ++tile) {
+      const int64_t b = tiling.sample(tile), d0 = tiling.start(tile), len = tiling.length(tile);
+      if (b != current) {
+        sw.compute(rows, orders, t[b]);
+        current = b;
+      }
+      for (int k = 0; k < K; ++k)
+        for (int64_t d = 0; d < len; ++d) acc[k][d] = Acc(0);
+      for (int i = 0; i <= P.degree; ++i) {
+        const T* __restrict__ p = P.point(b, i) + d0;
+        Acc wi[K];
+        for (int k = 0; k < K; ++k) wi[k] = sw.w[k][i];
+#pragma omp simd
+        for (int64_t d = 0; d < len; ++d) {
+          const Acc v = static_cast<Acc>(p[d]);
+          for (int k = 0; k < K; ++k) acc[k][d] += wi[k] * v;
+        }
+      }
+      for (int k = 0; k < K; ++k) {
+        T* __restrict__ o = out[k] + b * D + d0;
+#pragma omp simd
+        for (int64_t d = 0; d < len; ++d) o[d] = static_cast<T>(acc[k][d]);
+      }
+    }
+  });
+}
+
+// Backward of path_forward; grad[k] is dL/d out[k], [B, D] contiguous.
+//   grad_points (if non-null outputs): dL/dP_i[b, d] = sum_k w_{orders[k]}[i] grad[k][b, d]
+//   t_partial (if non-null, one float64 per tile): sum_k sum_d grad[k][b, d] * B^(orders[k]+1)[b, d]
+template <typename T, typename Acc, int K, typename ParallelFor>
+void path_backward(const ControlPoints<const T>& P, const double* t, int64_t B, int64_t D,
+                   const int* orders, const T* const* grad, const ControlPoints<T>* grad_points,
+                   double* t_partial, ParallelFor&& parallel_for) {
+  const Tiling tiling(B, D);
+  BinomialRows rows;
+  fill_binomial_rows(P.degree, rows);
+  int next_orders[K];
+  for (int k = 0; k < K; ++k) next_orders[k] = orders[k] + 1;
+  parallel_for(0, tiling.count(), tiling.grain(), [&](int64_t begin, int64_t end) {
+    SampleWeights<Acc, K> sw, sw_next;
+    Acc g[K][kTile];
+    Acc dacc[K][kTile];
+    int64_t current = -1;
+    for (int64_t tile = begin; tile < end; ++tile) {
+      const int64_t b = tiling.sample(tile), d0 = tiling.start(tile), len = tiling.length(tile);
+      if (b != current) {
+        if (grad_points) sw.compute(rows, orders, t[b]);
+        if (t_partial) sw_next.compute(rows, next_orders, t[b]);
+        current = b;
+      }
+      for (int k = 0; k < K; ++k) {
+        const T* __restrict__ gk = grad[k] + b * D + d0;
+        for (int64_t d = 0; d < len; ++d) {
+          g[k][d] = static_cast<Acc>(gk[d]);
+          dacc[k][d] = Acc(0);
+        }
+      }
+      for (int i = 0; i <= P.degree; ++i) {
+        if (grad_points) {
+          T* __restrict__ o = grad_points->point(b, i) + d0;
+          Acc wi[K];
+          for (int k = 0; k < K; ++k) wi[k] = sw.w[k][i];
+#pragma omp simd
+          for (int64_t d = 0; d < len; ++d) {
+            Acc s = Acc(0);
+            for (int k = 0; k < K; ++k) s += wi[k] * g[k][d];
+            o[d] = static_cast<T>(s);
+          }
+        }
+        if (t_partial) {
+          const T* __restrict__ p = P.point(b, i) + d0;
+          Acc wi[K];
+          for (int k = 0; k < K; ++k) wi[k] = sw_next.w[k][i];
+#pragma omp simd
+          for (int64_t d = 0; d < len; ++d) {
+            const Acc v = static_cast<Acc>(p[d]);
+            for (int k = 0; k < K; ++k) dacc[k][d] += wi[k] * v;
+          }
+        }
+      }
+      if (t_partial) {
+        Acc sum = Acc(0);
+        for (int k = 0; k < K; ++k)
+#pragma omp simd reduction(+ : sum)
+          for (int64_t d = 0; d < len; ++d) sum += g[k][d] * dacc[k][d];
+        t_partial[tile] = static_cast<double>(sum);
+      }
+    }
+  });
+}
+
+// Sums each sample's per-tile partials in tile order (deterministic): out[b] = sum of its tiles.
+template <typename ParallelFor>
+void reduce_tile_partials(const double* partial, int64_t B, int64_t D, double* out, ParallelFor&& parallel_for) {
+  const int64_t per_sample = Tiling(B, D).tiles_per_sample;
+  parallel_for(0, B, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      double s = 0.0;
+      for (int64_t j = 0; j < per_sample; ++j) s += partial[b * per_sample + j];
+      out[b] = s;
+    }
+  });
+}
+
+// Fused loss forward, one pass over the control points and pred:
+//   velocity: r = pred - B'(t),               dr/dt = -B''(t)
+//   endpoint: r = B(t) + (1 - t) pred - x1,   dr/dt = B'(t) - pred
+// writes r to resid ([B, D] contiguous) and per-tile float64 sums of r^2 and r * dr/dt.
+template <typename T, typename Acc, Target target, typename ParallelFor>
+void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, int64_t D,
+                  const T* pred, int64_t pred_batch_stride, T* resid, double* sq_partial,
+                  double* rdt_partial, ParallelFor&& parallel_for) {
+  const Tiling tiling(B, D);
+  BinomialRows rows;
+  fill_binomial_rows(P.degree, rows);
+  // acc[0] holds the order the residual needs, acc[1] the order of its t-derivative.
+  const int orders[2] = {target == Target::kVelocity ? 1 : 0, target == Target::kVelocity ? 2 : 1};
+  parallel_for(0, tiling.count(), tiling.grain(), [&](int64_t begin, int64_t end) {
+    SampleWeights<Acc, 2> sw;
+    Acc acc[2][kTile];
+    int64_t current = -1;
+    for (int64_t tile = begin; tile < end; ++tile) {
+      const int64_t b = tiling.sample(tile), d0 = tiling.start(tile), len = tiling.length(tile);
+      if (b != current) {
+        sw.compute(rows, orders, t[b]);
+        current = b;
+      }
+      for (int64_t d = 0; d < len; ++d) acc[0][d] = acc[1][d] = Acc(0);
+      for (int i = 0; i <= P.degree; ++i) {
+        const T* __restrict__ p = P.point(b, i) + d0;
+        const Acc w0 = sw.w[0][i], w1 = sw.w[1][i];
+#pragma omp simd
+        for (int64_t d = 0; d < len; ++d) {
+          const Acc v = static_cast<Acc>(p[d]);
+          acc[0][d] += w0 * v;
+          acc[1][d] += w1 * v;
+        }
+      }
+      const T* __restrict__ pr = pred + b * pred_batch_stride + d0;
+      T* __restrict__ out = resid + b * D + d0;
+      Acc sq = Acc(0), rdt = Acc(0);
+      if (target == Target::kVelocity) {
+#pragma omp simd reduction(+ : sq, rdt)
+        for (int64_t d = 0; d < len; ++d) {
+          const Acc r = static_cast<Acc>(pr[d]) - acc[0][d];
+          out[d] = static_cast<T>(r);
+          sq += r * r;
+          rdt -= r * acc[1][d];
+        }
+      } else {
+        const T* __restrict__ x1 = P.point(b, P.degree) + d0;
+        const Acc one_minus_t = static_cast<Acc>(1.0 - t[b]);
+#pragma omp simd reduction(+ : sq, rdt)
+        for (int64_t d = 0; d < len; ++d) {
+          const Acc v = static_cast<Acc>(pr[d]);
+          const Acc r = acc[0][d] + one_minus_t * v - static_cast<Acc>(x1[d]);
+          out[d] = static_cast<T>(r);
+          sq += r * r;
+          rdt += r * (acc[1][d] - v);
+        }
+      }
+      sq_partial[tile] = static_cast<double>(sq);
+      rdt_partial[tile] = static_cast<double>(rdt);
+    }
+  });
+}
+
+// Per-sample loss, gradient scale and dloss/dt (see LossSample) from loss_forward's partials.
+template <typename Acc, typename ParallelFor>
+void loss_finish(Loss loss, double huber_c, int64_t B, int64_t D, const double* sq_partial,
+                 const double* rdt_partial, Acc* loss_out, Acc* scale_out, Acc* dt_out,
+                 ParallelFor&& parallel_for) {
+  const int64_t per_sample = Tiling(B, D).tiles_per_sample;
+  parallel_for(0, B, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      double sq = 0.0, rdt = 0.0;
+      for (int64_t j = 0; j < per_sample; ++j) {
+        sq += sq_partial[b * per_sample + j];
+        rdt += rdt_partial[b * per_sample + j];
+      }
+      const LossSample r = finish_loss(loss, D, huber_c, sq, rdt);
+      loss_out[b] = static_cast<Acc>(r.loss);
+      scale_out[b] = static_cast<Acc>(r.scale);
+      dt_out[b] = static_cast<Acc>(r.dt);
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace bezier
