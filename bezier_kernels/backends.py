@@ -1,0 +1,108 @@
+"""Backend registry: what runs here, why the rest does not, and what "auto" picks.
+
+Backends (SPEC section 3):
+    torch   the pure-PyTorch reference, any device, any degree
+    cpp     C++ kernels of the extension, CPU tensors
+    triton  Triton kernels, CUDA tensors (CPU tensors when TRITON_INTERPRET=1)
+    cuda    CUDA kernels of the extension, CUDA tensors
+
+"auto" takes BEZIER_KERNELS_BACKEND when it is set, else the first available entry of
+AUTO_PREFERENCE for the inputs' device and the op; the fused backends cover degrees up to
+MAX_KERNEL_DEGREE and "auto" uses "torch" above that. An explicit backend that cannot run on the
+inputs is a ValueError, never a silent fallback.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+
+BACKENDS = ("torch", "cpp", "triton", "cuda")
+ENV_VAR = "BEZIER_KERNELS_BACKEND"
+MAX_KERNEL_DEGREE = 64
+
+# Fastest first, per (device type, op), as measured by the benchmark suite (README "Performance").
+AUTO_PREFERENCE: dict[tuple[str, str], tuple[str, ...]] = {
+    ("cpu", "path"): ("cpp", "torch"),
+    ("cpu", "loss"): ("cpp", "torch"),
+    ("cuda", "path"): ("triton", "cuda", "torch"),
+    ("cuda", "loss"): ("triton", "cuda", "torch"),
+}
+
+
+class KernelOps(NamedTuple):
+    """The three custom ops a fused backend provides, all with the schemas of csrc/bezier_ops.cpp."""
+
+    path_fwd: Callable
+    path_bwd: Callable
+    loss_fwd: Callable
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Whether a backend works here, on which device types, and why not when it does not."""
+
+    name: str
+    available: bool
+    devices: tuple[str, ...]
+    reason: str
+
+    def __str__(self) -> str:
+        where = ", ".join(self.devices) if self.devices else "nowhere"
+        return f"{self.name}: {'available on ' + where if self.available else 'unavailable'} ({self.reason})"
+
+
+# Filled by bezier_kernels.ops (cpp, cuda) and bezier_kernels.triton_ops (triton) at import.
+_KERNEL_OPS: dict[str, KernelOps] = {}
+_STATUS: dict[str, BackendInfo] = {}
+
+
+def register_backend(name: str, ops: KernelOps | None, devices: tuple[str, ...], reason: str) -> None:
+    """Records a fused backend's ops (None when it cannot load) and where it runs."""
+    if ops is not None:
+        _KERNEL_OPS[name] = ops
+    _STATUS[name] = BackendInfo(name, ops is not None and bool(devices), devices if ops is not None else (), reason)
+
+
+def available_backends() -> dict[str, BackendInfo]:
+    """Every backend with its availability, device types and the reason (e.g. why "cuda" is missing)."""
+    info = {"torch": BackendInfo("torch", True, ("any",), "pure PyTorch reference")}
+    for name in BACKENDS[1:]:
+        info[name] = _STATUS.get(name, BackendInfo(name, False, (), "not registered"))
+    return info
+
+
+def kernel_ops(name: str) -> KernelOps:
+    return _KERNEL_OPS[name]
+
+
+def _runs_on(name: str, device_type: str) -> bool:
+    info = available_backends()[name]
+    return info.available and (name == "torch" or device_type in info.devices)
+
+
+def resolve_backend(backend: str, device: torch.device, degree: int, op: str) -> str:
+    """The backend to run `op` ("path" or "loss") on tensors of `device` at `degree`."""
+    if backend == "auto":
+        override = os.environ.get(ENV_VAR, "")
+        if override and override != "auto":
+            if override not in BACKENDS:
+                raise ValueError(f"environment variable {ENV_VAR} must be one of {BACKENDS} or 'auto', got {override!r}")
+            backend = override
+        else:
+            for name in AUTO_PREFERENCE.get((device.type, op), ("torch",)):
+                if _runs_on(name, device.type) and (name == "torch" or degree <= MAX_KERNEL_DEGREE):
+                    return name
+            return "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS + ('auto',)}, got {backend!r}")
+    if not _runs_on(backend, device.type):
+        info = available_backends()[backend]
+        raise ValueError(f"backend {backend!r} cannot run on {device.type} tensors: {info.reason}; "
+                         f"available here: {[n for n in BACKENDS if _runs_on(n, device.type)]}")
+    if backend != "torch" and degree > MAX_KERNEL_DEGREE:
+        raise ValueError(f"backend {backend!r} supports degree 1..{MAX_KERNEL_DEGREE}, got degree {degree}; "
+                         "use backend='torch' (or 'auto') for higher degrees")
+    return backend

@@ -1,0 +1,211 @@
+// Torch glue for the compiled backends: op schemas (TORCH_LIBRARY) and the CPU implementations
+// (TORCH_LIBRARY_IMPL for CPU). The Python module itself is csrc/module.cpp.
+//
+// Shapes follow the Python layer, which validates user input (SPEC section 5) and flattens
+// feature dims: x0, x1, pred are [B, D]; guides [B, n-1, D] or None; t [B]. Features must have
+// unit stride; batch and point strides are free. The checks here only guard direct op calls.
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "bezier_cpu.h"
+#include "bezier_ops.h"
+
+namespace bezier {
+
+ControlPointsShape check_control_points(const at::Tensor& x0, const at::Tensor& x1,
+                                        const std::optional<at::Tensor>& guides,
+                                        const at::Tensor& t) {
+  TORCH_CHECK(x0.dim() == 2 && x1.sizes() == x0.sizes(), "bezier_kernels: x0 and x1 must be [B, D]");
+  TORCH_CHECK(x1.scalar_type() == x0.scalar_type() && x1.device() == x0.device(),
+              "bezier_kernels: x0 and x1 must share dtype and device");
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == x0.size(0) && at::isFloatingType(t.scalar_type()),
+              "bezier_kernels: t must be a floating [B] tensor");
+  const int64_t D = x0.size(1);
+  auto unit_features = [D](const at::Tensor& x) { return D <= 1 || x.stride(-1) == 1; };
+  TORCH_CHECK(unit_features(x0) && unit_features(x1), "bezier_kernels: features must have unit stride");
+  int degree = 1;
+  if (guides.has_value()) {
+    const at::Tensor& g = *guides;
+    TORCH_CHECK(g.dim() == 3 && g.size(0) == x0.size(0) && g.size(2) == D,
+                "bezier_kernels: guides must be [B, n-1, D]");
+    TORCH_CHECK(g.scalar_type() == x0.scalar_type() && g.device() == x0.device(),
+                "bezier_kernels: guides must share x0's dtype and device");
+    TORCH_CHECK(g.size(1) == 0 || unit_features(g), "bezier_kernels: guide features must have unit stride");
+    degree = static_cast<int>(g.size(1)) + 1;
+  }
+  TORCH_CHECK(degree >= 1 && degree <= kMaxDegree, "bezier_kernels: degree ", degree,
+              " is outside the compiled kernels' range 1..", kMaxDegree);
+  return {x0.size(0), D, degree};
+}
+
+std::vector<int> check_orders(at::IntArrayRef orders, int max_order) {
+  TORCH_CHECK(!orders.empty() && orders.size() <= 3, "bezier_kernels: orders must hold 1 to 3 entries");
+  std::vector<int> out;
+  for (int64_t k : orders) {
+    TORCH_CHECK(k >= 0 && k <= max_order, "bezier_kernels: order ", k, " is not in 0..", max_order);
+    TORCH_CHECK(std::find(out.begin(), out.end(), static_cast<int>(k)) == out.end(),
+                "bezier_kernels: orders must be distinct");
+    out.push_back(static_cast<int>(k));
+  }
+  return out;
+}
+
+Target parse_target(c10::string_view target) {
+  if (target == "velocity") return Target::kVelocity;
+  if (target == "endpoint") return Target::kEndpoint;
+  TORCH_CHECK(false, "bezier_kernels: target must be 'velocity' or 'endpoint', got '", target, "'");
+}
+
+Loss parse_loss(c10::string_view loss) {
+  if (loss == "mse") return Loss::kMse;
+  if (loss == "pseudo_huber") return Loss::kPseudoHuber;
+  TORCH_CHECK(false, "bezier_kernels: loss must be 'mse' or 'pseudo_huber', got '", loss, "'");
+}
+
+namespace {
+
+const auto at_parallel_for = [](int64_t begin, int64_t end, int64_t grain, const auto& f) {
+  at::parallel_for(begin, end, grain, f);
+};
+
+// Calls f(std::integral_constant<int, K>) for K = count in 1..3.
+template <typename F>
+void dispatch_order_count(size_t count, F&& f) {
+  switch (count) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    default: TORCH_CHECK(false, "bezier_kernels: 1 to 3 orders");
+  }
+}
+
+std::vector<at::Tensor> path_fwd_cpu(const at::Tensor& x0, const at::Tensor& x1,
+                                     const std::optional<at::Tensor>& guides, const at::Tensor& t,
+                                     at::IntArrayRef orders) {
+  const auto shape = check_control_points(x0, x1, guides, t);
+  const auto ords = check_orders(orders, 2);
+  std::vector<at::Tensor> out;
+  for (size_t k = 0; k < ords.size(); ++k) out.push_back(at::empty({shape.batch, shape.features}, x0.options()));
+  const at::Tensor t64 = t.to(at::kDouble).contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "bezier_path_fwd", [&] {
+    using Acc = at::opmath_type<scalar_t>;
+    const auto P = control_points<scalar_t>(x0, x1, guides, shape.degree);
+    scalar_t* out_ptrs[3];
+    for (size_t k = 0; k < out.size(); ++k) out_ptrs[k] = out[k].mutable_data_ptr<scalar_t>();
+    dispatch_order_count(ords.size(), [&](auto K) {
+      cpu::path_forward<scalar_t, Acc, decltype(K)::value>(P, t64.const_data_ptr<double>(), shape.batch,
+                                                           shape.features, ords.data(), out_ptrs, at_parallel_for);
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> path_bwd_cpu(
+    at::TensorList grads, const at::Tensor& x0, const at::Tensor& x1,
+    const std::optional<at::Tensor>& guides, const at::Tensor& t, at::IntArrayRef orders,
+    bool points_grad, bool t_grad) {
+  const auto shape = check_control_points(x0, x1, guides, t);
+  const auto ords = check_orders(orders, 2);
+  const int64_t B = shape.batch, D = shape.features;
+  TORCH_CHECK(grads.size() == ords.size(), "bezier_kernels: one grad per order");
+  std::vector<at::Tensor> g;
+  for (const auto& grad : grads) {
+    TORCH_CHECK(grad.dim() == 2 && grad.size(0) == B && grad.size(1) == D && grad.scalar_type() == x0.scalar_type(),
+                "bezier_kernels: each grad must be [B, D] in x0's dtype");
+    g.push_back(grad.contiguous());
+  }
+  const at::Tensor t64 = t.to(at::kDouble).contiguous();
+  auto empty = [&](at::IntArrayRef size) { return at::empty(size, x0.options()); };
+  at::Tensor gx0 = points_grad ? empty({B, D}) : empty({0});
+  at::Tensor gx1 = points_grad ? empty({B, D}) : empty({0});
+  at::Tensor gguides = points_grad && shape.degree > 1 ? empty({B, shape.degree - 1, D}) : empty({0});
+  at::Tensor partial = at::empty({t_grad ? cpu::Tiling(B, D).count() : 0}, x0.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "bezier_path_bwd", [&] {
+    using Acc = at::opmath_type<scalar_t>;
+    const auto P = control_points<scalar_t>(x0, x1, guides, shape.degree);
+    ControlPoints<scalar_t> GP;
+    if (points_grad) {
+      GP.x0 = gx0.mutable_data_ptr<scalar_t>();
+      GP.x1 = gx1.mutable_data_ptr<scalar_t>();
+      GP.guides = shape.degree > 1 ? gguides.mutable_data_ptr<scalar_t>() : nullptr;
+      GP.x0_batch_stride = GP.x1_batch_stride = D;
+      GP.guides_batch_stride = (shape.degree - 1) * D;
+      GP.guides_point_stride = D;
+      GP.degree = shape.degree;
+    }
+    const scalar_t* grad_ptrs[3];
+    for (size_t k = 0; k < g.size(); ++k) grad_ptrs[k] = g[k].const_data_ptr<scalar_t>();
+    dispatch_order_count(ords.size(), [&](auto K) {
+      cpu::path_backward<scalar_t, Acc, decltype(K)::value>(
+          P, t64.const_data_ptr<double>(), B, D, ords.data(), grad_ptrs,
+          points_grad ? &GP : nullptr, t_grad ? partial.mutable_data_ptr<double>() : nullptr, at_parallel_for);
+    });
+  });
+  at::Tensor gt = at::empty({t_grad ? B : 0}, t.options().dtype(at::kDouble));
+  if (t_grad) cpu::reduce_tile_partials(partial.const_data_ptr<double>(), B, D, gt.mutable_data_ptr<double>(), at_parallel_for);
+  return {gx0, gx1, gguides, gt.to(t.scalar_type())};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cpu(
+    const at::Tensor& pred, const at::Tensor& x0, const at::Tensor& x1,
+    const std::optional<at::Tensor>& guides, const at::Tensor& t, c10::string_view target,
+    c10::string_view loss, double huber_c) {
+  const auto shape = check_control_points(x0, x1, guides, t);
+  TORCH_CHECK(pred.sizes() == x0.sizes() && pred.scalar_type() == x0.scalar_type() &&
+                  (shape.features <= 1 || pred.stride(1) == 1),
+              "bezier_kernels: pred must be [B, D] like x0, with unit feature stride");
+  const Target tgt = parse_target(target);
+  const Loss kind = parse_loss(loss);
+  const int64_t B = shape.batch, D = shape.features;
+  const at::Tensor t64 = t.to(at::kDouble).contiguous();
+  at::Tensor resid = at::empty({B, D}, x0.options());
+  const auto acc_options = x0.options().dtype(at::toOpMathType(x0.scalar_type()));
+  at::Tensor l = at::empty({B}, acc_options), scale = at::empty({B}, acc_options), dt = at::empty({B}, acc_options);
+  const int64_t tiles = cpu::Tiling(B, D).count();
+  // Scratch for per-tile partial sums (uninitialised; every tile writes its entry).
+  const auto f64 = x0.options().dtype(at::kDouble);
+  at::Tensor sq_scratch = at::empty({tiles}, f64), rdt_scratch = at::empty({tiles}, f64);
+  double* sq_partial = sq_scratch.mutable_data_ptr<double>();
+  double* rdt_partial = rdt_scratch.mutable_data_ptr<double>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "bezier_loss_fwd", [&] {
+    using Acc = at::opmath_type<scalar_t>;
+    const auto P = control_points<scalar_t>(x0, x1, guides, shape.degree);
+    auto run = [&](auto target_constant) {
+      cpu::loss_forward<scalar_t, Acc, decltype(target_constant)::value>(
+          P, t64.const_data_ptr<double>(), B, D, pred.const_data_ptr<scalar_t>(), pred.stride(0),
+          resid.mutable_data_ptr<scalar_t>(), sq_partial, rdt_partial, at_parallel_for);
+    };
+    if (tgt == Target::kVelocity)
+      run(std::integral_constant<Target, Target::kVelocity>{});
+    else
+      run(std::integral_constant<Target, Target::kEndpoint>{});
+    cpu::loss_finish<Acc>(kind, huber_c, B, D, sq_partial, rdt_partial, l.mutable_data_ptr<Acc>(),
+                          scale.mutable_data_ptr<Acc>(), dt.mutable_data_ptr<Acc>(), at_parallel_for);
+  });
+  return {l, resid, scale, dt};
+}
+
+}  // namespace
+
+}  // namespace bezier
+
+TORCH_LIBRARY(bezier_kernels, m) {
+  m.def("path_fwd(Tensor x0, Tensor x1, Tensor? guides, Tensor t, int[] orders) -> Tensor[]");
+  m.def(
+      "path_bwd(Tensor[] grads, Tensor x0, Tensor x1, Tensor? guides, Tensor t, int[] orders, "
+      "bool points_grad, bool t_grad) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "loss_fwd(Tensor pred, Tensor x0, Tensor x1, Tensor? guides, Tensor t, str target, str loss, "
+      "float huber_c) -> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(bezier_kernels, CPU, m) {
+  m.impl("path_fwd", &bezier::path_fwd_cpu);
+  m.impl("path_bwd", &bezier::path_bwd_cpu);
+  m.impl("loss_fwd", &bezier::loss_fwd_cpu);
+}
