@@ -1,0 +1,130 @@
+"""Custom-op registration (opcheck), torch.compile without graph breaks, backend selection, and
+64-bit offsets."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bezier_kernels as bk
+from bezier_kernels import backends
+
+from conftest import make_path
+
+
+def _op_args(device, dtype=torch.float64, degree=3, batch=3, features=5):
+    x0, x1, g, t = make_path(batch, (features,), degree, dtype, device, t_dtype=dtype, endpoints=False)
+    return x0, x1, g, t
+
+
+@pytest.mark.parametrize("degree", [1, 4])
+def test_opcheck(fused_backend_device, degree):
+    backend, device = fused_backend_device
+    ops = backends.kernel_ops(backend)
+    x0, x1, g, t = _op_args(device, degree=degree)
+    grad_in = [x.clone().requires_grad_(True) for x in (x0, x1, t)]
+    gg = None if g is None else g.clone().requires_grad_(True)
+    pred = torch.randn_like(x0, requires_grad=True)
+    samples = [
+        (ops.path_fwd, (grad_in[0], grad_in[1], gg, grad_in[2], [0, 1, 2])),
+        (ops.path_fwd, (x0, x1, g, t, [1])),
+        (ops.path_bwd, ([torch.randn_like(x0), torch.randn_like(x0)], x0, x1, g, t, [2, 0], True, True)),
+        (ops.path_bwd, ([torch.randn_like(x0)], x0, x1, g, t, [1], False, True)),
+        (ops.loss_fwd, (pred, grad_in[0], grad_in[1], gg, grad_in[2], "velocity", "mse", 0.0)),
+        (ops.loss_fwd, (pred, x0, x1, g, grad_in[2], "endpoint", "pseudo_huber", 0.3)),
+    ]
+    for op, args in samples:
+        torch.library.opcheck(op, args)
+
+
+@pytest.mark.slow
+def test_compile_fullgraph_training_step(backend_device):
+    """A student step (network, path, fused loss, backward) compiles to one graph and matches eager."""
+    backend, device = backend_device
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.SiLU(), torch.nn.Linear(16, 4)).to(device)
+    x0, x1, g, t = make_path(8, (4,), 3, torch.float32, device)
+    t.requires_grad_(True)
+
+    def loss_fn(x0, x1, g, t):
+        (xt,) = bk.bezier(x0, x1, t, g, orders=(0,), backend=backend)
+        pred = net(torch.cat([xt, t[:, None]], dim=1))
+        return bk.bezier_distill_loss(pred, x0, x1, t, g, loss="pseudo_huber", backend=backend)
+
+    def step(fn):  # forward compiled as one graph, backward through AOTAutograd's compiled graph
+        loss = fn(x0, x1, g, t)
+        return loss, torch.autograd.grad(loss, [t] + list(net.parameters()))
+
+    eager_loss, eager_grads = step(loss_fn)
+    loss, grads = step(torch.compile(loss_fn, fullgraph=True))  # fullgraph: any graph break raises
+    torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, eager_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_available_backends_explains_itself():
+    info = bk.available_backends()
+    assert list(info) == list(bk.BACKENDS)
+    assert info["torch"].available
+    for name, entry in info.items():
+        assert entry.name == name and entry.reason
+        if not entry.available:
+            assert entry.devices == () or name in ("cuda", "triton")
+    if not torch.cuda.is_available():
+        assert not info["cuda"].available and "CUDA" in info["cuda"].reason
+
+
+def test_auto_and_environment_override(monkeypatch):
+    cpu = torch.device("cpu")
+    expected = "cpp" if bk.available_backends()["cpp"].available else "torch"
+    assert backends.resolve_backend("auto", cpu, 3, "path") == expected
+    assert backends.resolve_backend("auto", cpu, 65, "path") == "torch"
+    monkeypatch.setenv("BEZIER_KERNELS_BACKEND", "torch")
+    assert backends.resolve_backend("auto", cpu, 3, "loss") == "torch"
+    assert backends.resolve_backend("cpp", cpu, 3, "loss") == "cpp" if expected == "cpp" else True
+    monkeypatch.setenv("BEZIER_KERNELS_BACKEND", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            backends.resolve_backend("auto", cpu, 3, "path")
+
+
+def test_cpp_respects_thread_count():
+    """Results do not depend on torch.set_num_threads (fixed-order reductions)."""
+    if not bk.available_backends()["cpp"].available:
+        pytest.skip(bk.available_backends()["cpp"].reason)
+    x0, x1, g, t = make_path(64, (700,), 5, torch.float32, "cpu")
+    x0.requires_grad_(True)
+    t.requires_grad_(True)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, max(2, before)):
+            torch.set_num_threads(threads)
+            pos, vel = bk.bezier(x0, x1, t, g, backend="cpp")
+            loss = bk.bezier_distill_loss(vel, x0, x1, t, g, loss="pseudo_huber", backend="cpp")
+            results.append((pos, vel, loss, *torch.autograd.grad(loss + pos.sum(), [x0, t])))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_more_than_2_31_elements():
+    """64-bit offsets: a [B, D] bfloat16 path with 2^31 + 2^20 elements per tensor, checked at the far end."""
+    if not bk.available_backends()["cpp"].available:
+        pytest.skip(bk.available_backends()["cpp"].reason)
+    D = 4096
+    B = (2**31 + 2**20) // D
+    # x0 and x1 are overlapping row-shifted views of one buffer of small integers (exact in bf16)
+    storage = torch.empty(B + 1, D, dtype=torch.bfloat16)
+    rows = torch.arange(B + 1).remainder_(241).to(torch.bfloat16)[:, None]
+    cols = torch.arange(D).remainder_(13).to(torch.bfloat16)[None, :]
+    torch.add(rows, cols, out=storage)
+    x0, x1 = storage[:B], storage[1:]
+    t = torch.full((B,), 0.5)
+    (pos,) = bk.bezier(x0, x1, t, orders=(0,), backend="cpp")
+    assert pos.numel() > 2**31
+    for rows in (slice(0, 4), slice(B // 2, B // 2 + 4), slice(B - 4, B)):
+        expect = 0.5 * (x0[rows].float() + x1[rows].float())
+        assert torch.equal(pos[rows].float(), expect.to(torch.bfloat16).float()), rows

@@ -1,0 +1,137 @@
+"""SPEC section 5: bad input raises a clear error, naming the argument, before any kernel runs."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import bezier_kernels as bk
+
+B, D, N = 4, 3, 3
+
+
+def good():
+    return dict(x0=torch.randn(B, D), x1=torch.randn(B, D), t=torch.rand(B), guides=torch.randn(B, N - 1, D))
+
+
+def call_path(backend, **changes):
+    a = {**good(), **changes}
+    orders = a.pop("orders", (0, 1))
+    return bk.bezier(a["x0"], a["x1"], a["t"], a["guides"], orders=orders, backend=backend)
+
+
+def call_loss(backend, **changes):
+    a = {**good(), "pred": torch.randn(B, D), **changes}
+    kw = {k: a.pop(k) for k in ("target", "loss", "huber_c", "weight", "reduction") if k in a}
+    return bk.bezier_distill_loss(a["pred"], a["x0"], a["x1"], a["t"], a["guides"], backend=backend, **kw)
+
+
+PATH_CASES = [
+    ("x0", dict(x0=[[0.0] * D] * B), TypeError),
+    ("x0", dict(x0=torch.ones(B, D, dtype=torch.int64)), TypeError),
+    ("x0", dict(x0=torch.randn(B, D, dtype=torch.complex64)), TypeError),
+    ("x0", dict(x0=torch.tensor(1.0)), ValueError),
+    ("x1", dict(x1=torch.randn(B, D + 1)), ValueError),
+    ("x1", dict(x1=torch.randn(B, D, dtype=torch.float64)), TypeError),
+    ("x1", dict(x1=torch.randn(B, D, device="meta")), ValueError),
+    ("t", dict(t=torch.rand(B, 1)), ValueError),
+    ("t", dict(t=torch.rand(B + 1)), ValueError),
+    ("t", dict(t=torch.tensor(0.5)), ValueError),
+    ("t", dict(t=torch.ones(B, dtype=torch.int32)), TypeError),
+    ("t", dict(t=torch.rand(B, device="meta")), ValueError),
+    ("guides", dict(guides=torch.randn(B + 1, N - 1, D)), ValueError),
+    ("guides", dict(guides=torch.randn(B, N - 1, D + 2)), ValueError),
+    ("guides", dict(guides=torch.randn(B, D)), ValueError),
+    ("guides", dict(guides=torch.randn(B, N - 1, D, dtype=torch.float16)), TypeError),
+    ("guides", dict(guides=torch.ones(B, N - 1, D, dtype=torch.int8)), TypeError),
+    ("guides", dict(guides=torch.randn(B, 1000, D)), ValueError),  # degree 1001
+    ("orders", dict(orders=(3,)), ValueError),
+    ("orders", dict(orders=()), ValueError),
+    ("orders", dict(orders=(0, 0)), ValueError),
+    ("orders", dict(orders=(1.0,)), ValueError),
+    ("orders", dict(orders="01"), TypeError),
+]
+
+LOSS_CASES = [
+    ("pred", dict(pred=torch.randn(B, D + 1)), ValueError),
+    ("pred", dict(pred=torch.randn(B, D, dtype=torch.float64)), TypeError),
+    ("pred", dict(pred=torch.ones(B, D, dtype=torch.int64)), TypeError),
+    ("target", dict(target="position"), ValueError),
+    ("loss", dict(loss="l1"), ValueError),
+    ("reduction", dict(reduction="max"), ValueError),
+    ("huber_c", dict(loss="pseudo_huber", huber_c=-1.0), ValueError),
+    ("huber_c", dict(loss="mse", huber_c=0.1), ValueError),
+    ("weight", dict(weight=torch.rand(B + 1)), ValueError),
+    ("weight", dict(weight=torch.ones(B, dtype=torch.int64)), TypeError),
+]
+
+
+def _launched_ops(prof) -> list[str]:
+    return [e.name for e in prof.events() if "bezier_kernels::" in e.name]
+
+
+@pytest.mark.parametrize("name,changes,error", PATH_CASES, ids=lambda v: v if isinstance(v, str) else "")
+def test_path_bad_input(backend_device, name, changes, error):
+    backend, device = backend_device
+    if device != "cpu":
+        pytest.skip("the checks are device independent; run once on the CPU")
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with pytest.raises(error, match=name):
+            call_path(backend, **changes)
+    assert _launched_ops(prof) == []
+
+
+@pytest.mark.parametrize("name,changes,error", LOSS_CASES + PATH_CASES[:18], ids=lambda v: v if isinstance(v, str) else "")
+def test_loss_bad_input(backend_device, name, changes, error):
+    backend, device = backend_device
+    if device != "cpu":
+        pytest.skip("the checks are device independent; run once on the CPU")
+    changes = {k: v for k, v in changes.items() if k != "orders"}
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with pytest.raises(error, match=name):
+            call_loss(backend, **changes)
+    assert _launched_ops(prof) == []
+
+
+def test_stacked_bad_input():
+    with pytest.raises(ValueError, match="P"):
+        bk.bezier_stacked(torch.randn(B, 1, D), torch.rand(B))  # one control point: no path
+    with pytest.raises(ValueError, match="P"):
+        bk.bezier_stacked(torch.randn(B), torch.rand(B))
+    with pytest.raises(ValueError, match="t"):
+        bk.bezier_stacked(torch.randn(B, 3, D), torch.rand(B + 2))
+    with pytest.raises(TypeError, match="P"):
+        bk.bezier_stacked(torch.ones(B, 3, D, dtype=torch.int32), torch.rand(B))
+
+
+def test_bernstein_weights_bad_input():
+    with pytest.raises(ValueError, match="n"):
+        bk.bernstein_weights(torch.rand(3), 0)
+    with pytest.raises(ValueError, match="order"):
+        bk.bernstein_weights(torch.rand(3), 2, order=-1)
+    with pytest.raises(ValueError, match="t"):
+        bk.bernstein_weights(torch.rand(3, 2), 2)
+    with pytest.raises(TypeError, match="t"):
+        bk.bernstein_weights(torch.ones(3, dtype=torch.int64), 2)
+
+
+def test_backend_names_and_devices(monkeypatch):
+    a = good()
+    with pytest.raises(ValueError, match="backend"):
+        bk.bezier(a["x0"], a["x1"], a["t"], backend="numpy")
+    with pytest.raises(ValueError, match="backend 'cuda' cannot run on cpu"):
+        bk.bezier(a["x0"], a["x1"], a["t"], backend="cuda")
+    monkeypatch.setenv("BEZIER_KERNELS_BACKEND", "fortran")
+    with pytest.raises(ValueError, match="BEZIER_KERNELS_BACKEND"):
+        bk.bezier(a["x0"], a["x1"], a["t"])
+
+
+def test_fused_backends_reject_degree_past_64(fused_backend_device):
+    backend, device = fused_backend_device
+    x0, x1 = torch.randn(2, 3, device=device), torch.randn(2, 3, device=device)
+    guides, t = torch.randn(2, 64, 3, device=device), torch.rand(2, device=device)
+    with pytest.raises(ValueError, match="degree"):
+        bk.bezier(x0, x1, t, guides, backend=backend)
+    # "auto" falls back to the reference above the kernels' range
+    (pos,) = bk.bezier(x0, x1, t, guides, orders=(0,))
+    assert pos.shape == (2, 3)
