@@ -1,0 +1,1 @@
+"""Benchmarks of bezier_kernels (SPEC section 6). Not collected by the test run."""
