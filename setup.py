@@ -20,7 +20,7 @@ def extensions():
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
     sources = [os.path.join(CSRC, name) for name in ("module.cpp", "bezier_ops.cpp")]
-    cxx_flags = ["-O3", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    cxx_flags = ["-O3", "-g0", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     ext = CppExtension(
         "bezier_kernels._C",
         sources,

@@ -128,3 +128,30 @@ def test_more_than_2_31_elements():
     for rows in (slice(0, 4), slice(B // 2, B // 2 + 4), slice(B - 4, B)):
         expect = 0.5 * (x0[rows].float() + x1[rows].float())
         assert torch.equal(pos[rows].float(), expect.to(torch.bfloat16).float()), rows
+
+
+def test_package_works_without_the_extension():
+    """With bezier_kernels._C unavailable, "torch" still works, "auto" uses it, and "cpp" says why."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+sys.modules["bezier_kernels._C"] = None  # the import of the extension fails, as when it was never built
+import torch, bezier_kernels as bk
+info = bk.available_backends()
+assert not info["cpp"].available and "pip install --no-build-isolation" in info["cpp"].reason, info["cpp"]
+assert not info["cuda"].available
+x0, x1, t = torch.randn(4, 3), torch.randn(4, 3), torch.rand(4)
+pos, vel = bk.bezier(x0, x1, t)
+assert torch.allclose(vel, x1 - x0)
+try:
+    bk.bezier(x0, x1, t, backend="cpp")
+except ValueError as error:
+    assert "not built" in str(error), error
+else:
+    raise AssertionError("backend='cpp' without the extension must raise")
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr
