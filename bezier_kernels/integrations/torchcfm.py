@@ -31,18 +31,13 @@ except ImportError:
     ConditionalFlowMatcher = object  # type: ignore[assignment,misc]
 
 
-def _pad_like(value: float | Tensor, x: Tensor) -> float | Tensor:
-    """A per-sample value [B] as [B, 1, ..., 1] to broadcast against x [B, *F]; numbers pass through."""
-    return value.reshape((-1,) + (1,) * (x.dim() - 1)) if isinstance(value, Tensor) else value
-
-
 class BezierConditionalFlowMatcher(ConditionalFlowMatcher):
     """Flow matching on N(B(t), sigma^2 I) with conditional flow u_t = B'(t).
 
     sigma: constant smoothing >= 0 (torchcfm's sigma). guide_provider: None, or a callable
     (x0, x1) -> guides [B, n-1, *F] (or None) used when a method gets no `guides`. With no guides
-    and sigma = 0 it returns what torchcfm's ConditionalFlowMatcher returns for the same random
-    state. backend: a name of bezier_kernels.BACKENDS or "auto" (SPEC section 3).
+    it returns, bit for bit, what torchcfm's ConditionalFlowMatcher(sigma) returns from the same
+    random state. backend: a name of bezier_kernels.BACKENDS or "auto" (SPEC section 3).
     """
 
     def __init__(self, sigma: float = 0.0, guide_provider: GuideProvider | None = None, *, backend: str = "auto"):
@@ -69,7 +64,7 @@ class BezierConditionalFlowMatcher(ConditionalFlowMatcher):
 
     def sample_xt(self, x0: Tensor, x1: Tensor, t: Tensor, epsilon: Tensor, guides: Tensor | None = None) -> Tensor:
         """x_t = B(t) + sigma * epsilon, [B, *F]; epsilon ~ N(0, I) of x0's shape."""
-        return self.compute_mu_t(x0, x1, t, guides) + _pad_like(self.compute_sigma_t(t), x0) * epsilon
+        return self.compute_mu_t(x0, x1, t, guides) + self.compute_sigma_t(t) * epsilon
 
     def compute_conditional_flow(self, x0: Tensor, x1: Tensor, t: Tensor, xt: Tensor,
                                  guides: Tensor | None = None) -> Tensor:
@@ -92,7 +87,7 @@ class BezierConditionalFlowMatcher(ConditionalFlowMatcher):
             t = torch.rand(x0.shape[0]).type_as(x0)
         eps = self.sample_noise_like(x0)
         mu_t, ut = self._path(x0, x1, t, guides, (0, 1))
-        xt = mu_t + _pad_like(self.compute_sigma_t(t), x0) * eps
+        xt = mu_t + self.compute_sigma_t(t) * eps
         if return_noise:
             return t, xt, ut, eps
         return t, xt, ut
