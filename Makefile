@@ -18,6 +18,8 @@ $(VENV)/.deps: pyproject.toml
 
 $(VENV)/.built: $(VENV)/.deps setup.py $(CSRC)
 	$(PIP) --no-build-isolation -e ".[test,train,triton]"
+# torchcfm alone: its declared requirements pull torchvision, which would replace torch (pyproject.toml)
+	$(PIP) --no-deps torchcfm==1.0.7
 	$(PY) -c "import bezier_kernels as bk; info = bk.available_backends(); \
 	  assert info['cpp'].available, 'the C++ extension did not build: ' + info['cpp'].reason"
 	touch $@
