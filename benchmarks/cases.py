@@ -20,6 +20,7 @@ every fused backend available on the device goes through the public bezier_kerne
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -131,19 +132,19 @@ def fused_backends(device: torch.device) -> list[str]:
     return names
 
 
+def provider_functions(provider: str) -> tuple[Callable, Callable]:
+    """(path, loss) with the signatures of bk.bezier and bk.bezier_distill_loss: the reference for
+    "eager" and "compiled", else the public functions pinned to the fused backend `provider`."""
+    if provider in ("eager", "compiled"):
+        return reference.bezier, reference.bezier_distill_loss
+    return (functools.partial(bk.bezier, backend=provider),
+            functools.partial(bk.bezier_distill_loss, backend=provider))
+
+
 def provider_call(provider: str, op: Op) -> Callable[[InputSet], object]:
-    """"eager", "compiled" (a fresh torch.compile of the reference) or a fused backend's name."""
-    if provider == "eager":
-        return make_call(op, reference.bezier, reference.bezier_distill_loss)
+    """op with "eager", "compiled" (a fresh torch.compile of the reference) or a fused backend."""
+    path_fn, loss_fn = provider_functions(provider)
     if provider == "compiled":
         torch._dynamo.reset()  # every case compiles afresh: no recompile limit, compile time is this case's
-        return make_call(op, torch.compile(reference.bezier, dynamic=False),
-                         torch.compile(reference.bezier_distill_loss, dynamic=False))
-
-    def path_fn(x0, x1, t, guides, orders):
-        return bk.bezier(x0, x1, t, guides, orders=orders, backend=provider)
-
-    def loss_fn(pred, x0, x1, t, guides, target, loss):
-        return bk.bezier_distill_loss(pred, x0, x1, t, guides, target=target, loss=loss, backend=provider)
-
+        path_fn, loss_fn = torch.compile(path_fn, dynamic=False), torch.compile(loss_fn, dynamic=False)
     return make_call(op, path_fn, loss_fn)

@@ -179,10 +179,17 @@ def op_table(rows: Sequence[dict]) -> str:
     return _table(header, lines)
 
 
+def _spread(row: dict | None) -> str:
+    """"median (min-max)" in ms."""
+    if row is None or row["error"]:
+        return "-"
+    return f"{fmt(row['median_ms'])} ({fmt(row['min_ms'])}-{fmt(row['max_ms'])})"
+
+
 def target_table(rows: Sequence[dict], device_type: str) -> str:
-    """One line per fused row under a target: the comparison and what it misses."""
-    header = ("op", "degree", "BxD", "dtype", "provider", "median ms", "eager ms", "compiled ms", "vs eager",
-              "vs compiled", "of copy", "peak [B,D]", "target")
+    """One line per fused row under a target: the three providers' times, the ratios, the verdict."""
+    header = ("op", "degree", "BxD", "dtype", "provider", "ms median (min-max)", "eager ms", "compiled ms",
+              "vs eager", "vs compiled", "GB/s", "of copy", "peak [B,D]", "target")
     by_case = {(r["op"], r["degree"], r["batch"], r["features"], r["dtype"], r["provider"]): r for r in rows}
     lines = []
     for target in TARGETS.get(device_type, ()):
@@ -190,10 +197,9 @@ def target_table(rows: Sequence[dict], device_type: str) -> str:
             if r["provider"] in ("eager", "compiled") or r["error"] or not target.applies(r):
                 continue
             key = (r["op"], r["degree"], r["batch"], r["features"], r["dtype"])
-            eager, compiled = by_case.get(key + ("eager",)), by_case.get(key + ("compiled",))
-            lines.append((r["op"], str(r["degree"]), _size(r), r["dtype"], r["provider"], fmt(r["median_ms"]),
-                          fmt(eager["median_ms"] if eager else None), fmt(compiled["median_ms"] if compiled else None),
-                          fmt(r["vs_eager"]), fmt(r["vs_compiled"]), fmt(r["copy_fraction"], 2),
+            lines.append((r["op"], str(r["degree"]), _size(r), r["dtype"], r["provider"], _spread(r),
+                          _spread(by_case.get(key + ("eager",))), _spread(by_case.get(key + ("compiled",))),
+                          fmt(r["vs_eager"]), fmt(r["vs_compiled"]), fmt(r["gbps"]), fmt(r["copy_fraction"], 2),
                           fmt(r["peak_extra_tensors"]), target.verdict(r)))
     return _table(header, lines)
 
@@ -281,8 +287,11 @@ def plot(result: dict, path: Path) -> None:
         ax.set_ylabel("GB/s (compulsory)", fontsize=8)
     for ax in axes[-1, :]:
         ax.set_xlabel("MB per call", fontsize=8)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower right", fontsize=7)
+    legend = {}  # every provider once, whichever panel it appears in
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="lower right", fontsize=7)
     env = result["environment"]
     fig.suptitle(f"{env['device_name']}, {env['threads']} threads, {env['date']}", fontsize=9)
     fig.tight_layout()

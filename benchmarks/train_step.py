@@ -19,10 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-import bezier_kernels as bk
-from bezier_kernels import reference
-
-from .cases import InputSet, make_input_sets
+from .cases import InputSet, make_input_sets, provider_functions
 from .report import add_speedups
 from .timing import first_call_ms, time_call
 
@@ -47,27 +44,12 @@ def student(case: TrainCase) -> nn.Module:
     return nn.Sequential(*layers, nn.Linear(case.hidden, case.features))
 
 
-def _ops(provider: str) -> tuple[Callable, Callable]:
-    """(path, loss) functions with bezier's and bezier_distill_loss's signatures."""
-    backend = provider.removesuffix("+compile")
-    if backend in ("eager", "compiled"):
-        return reference.bezier, reference.bezier_distill_loss
-
-    def path(x0, x1, t, guides, orders):
-        return bk.bezier(x0, x1, t, guides, orders=orders, backend=backend)
-
-    def loss(pred, x0, x1, t, guides):
-        return bk.bezier_distill_loss(pred, x0, x1, t, guides, backend=backend)
-
-    return path, loss
-
-
 def make_step(case: TrainCase, provider: str, device: torch.device, seed: int = 0) -> tuple[Callable, nn.Module]:
     """step(inputs) for one provider, with its own student (same initial weights) and optimizer."""
     torch.manual_seed(seed)
     model = student(case).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    path, loss_fn = _ops(provider)
+    path, loss_fn = provider_functions(provider.removesuffix("+compile"))
 
     def compute_loss(x0, x1, guides, t):
         (xt,) = path(x0, x1, t, guides, orders=(0,))
@@ -96,7 +78,8 @@ def train_providers(fused: list[str], compile_: bool) -> list[str]:
 
 def run_case(case: TrainCase, providers: list[str], device: torch.device, repeats: int, warmup: int,
              rotation_bytes: int, log: Callable[[str], None]) -> list[dict]:
-    """Times every provider's step on case; rows for report.TRAIN_FIELDS."""
+    """Times every provider's step on case; rows for report.TRAIN_FIELDS. At least 5 warm-up steps:
+    the compiled step with the fused ops still took 20-50x its steady time on calls 2-4."""
     sets = make_input_sets(case.batch, case.features, case.degree, torch.float32, device, rotation_bytes, max_sets=4)
     rows = []
     for provider in providers:
@@ -108,7 +91,7 @@ def run_case(case: TrainCase, providers: list[str], device: torch.device, repeat
             step, model = make_step(case, provider, device)
             row["parameters"] = sum(p.numel() for p in model.parameters())
             row["first_call_ms"] = first_call_ms(step, sets[0], device)
-            timing = time_call(step, sets, repeats=repeats, warmup=warmup, device=device)
+            timing = time_call(step, sets, repeats=repeats, warmup=max(warmup, 5), device=device)
             row.update(median_ms=timing.median, min_ms=timing.min, max_ms=timing.max)
         except Exception as error:  # a failing provider is reported, the others still run
             row["parameters"] = row.get("parameters", 0)
