@@ -42,7 +42,7 @@ test-python: setup
 test: setup ctest test-python
 
 bench: setup
-	$(PY) -m benchmarks.cpu_quick
+	$(PY) -m benchmarks.run --quick
 
 clean:
 	rm -rf build bezier_kernels/_C*.so *.egg-info

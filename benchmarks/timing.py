@@ -2,7 +2,8 @@
 
 On the CPU: wall-clock of each call after warm-up, over `repeats` calls cycling through several
 independent input sets so that caches do not flatter small sizes. On CUDA: device events around
-each call. Returns every sample, so callers report min / median / max.
+each call (the median of the per-call event times, like triton.testing.do_bench's "median").
+Every sample is kept, so callers report min / median / max.
 """
 from __future__ import annotations
 
@@ -31,29 +32,63 @@ class Timing:
         return max(self.samples_ms)
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable, input_sets: Sequence[tuple], *, repeats: int = 15, warmup: int = 3,
+def first_call_ms(fn: Callable, inputs: object, device: torch.device) -> float:
+    """Wall-clock of one call, finished on the device: the first call's compile and warm-up cost."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn(inputs)
+    synchronize(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def time_call(fn: Callable, inputs: Sequence, *, repeats: int = 15, warmup: int = 3,
               device: torch.device = torch.device("cpu")) -> Timing:
-    """Times fn(*inputs) for inputs cycling over input_sets."""
+    """Times fn(inputs[i]) for i cycling over the input sets, after `warmup` untimed calls."""
     for i in range(warmup):
-        fn(*input_sets[i % len(input_sets)])
-    _sync(device)
+        fn(inputs[i % len(inputs)])
+    synchronize(device)
     samples = []
     for i in range(repeats):
-        args = input_sets[i % len(input_sets)]
+        args = inputs[i % len(inputs)]
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            fn(*args)
+            fn(args)
             end.record()
             end.synchronize()
             samples.append(start.elapsed_time(end))
         else:
             t0 = time.perf_counter()
-            fn(*args)
+            fn(args)
             samples.append((time.perf_counter() - t0) * 1e3)
     return Timing(tuple(samples))
+
+
+@dataclass(frozen=True)
+class CopyBandwidth:
+    """dst.copy_(src) of `nbytes` on the device: GB/s counting the read and the write (2 * nbytes)."""
+
+    nbytes: int
+    timing: Timing
+
+    @property
+    def gbps(self) -> float:
+        return 2 * self.nbytes / (self.timing.median * 1e-3) / 1e9
+
+    @property
+    def best_gbps(self) -> float:
+        return 2 * self.nbytes / (self.timing.min * 1e-3) / 1e9
+
+
+def copy_bandwidth(device: torch.device, nbytes: int, repeats: int = 20) -> CopyBandwidth:
+    """Measures the device's copy bandwidth on preallocated buffers much larger than its caches."""
+    numel = nbytes // 4
+    src = torch.rand(numel, device=device)
+    dst = torch.empty_like(src)
+    timing = time_call(lambda _: dst.copy_(src), [None], repeats=repeats, warmup=3, device=device)
+    return CopyBandwidth(numel * 4, timing)

@@ -1,0 +1,232 @@
+"""The benchmark suite (SPEC section 6): every op and the training step, against the reference.
+
+    python -m benchmarks.run --quick            # this 2-core CPU: ~20 min, 21 torch.compile runs
+    python -m benchmarks.run --preset full      # a GPU: every op, size and dtype
+    python -m benchmarks.run --quick --ops position+velocity --degrees 1 3 --compile none
+
+Sweeps op x degree x size (BxD) x dtype x provider (eager reference, torch.compile of it, every
+fused backend available on the device), after measuring the device's copy bandwidth in the same
+run. Writes ops.csv, train_step.csv, results.json, results.md and gbps.png to --out (default
+benchmarks/results/<date>-<device>/). Column meanings: README, section "Performance".
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from . import report
+from .cases import DTYPES, OPS, InputSet, Op, fused_backends, make_input_sets, provider_call
+from .memory import peak_extra_bytes
+from .timing import copy_bandwidth, first_call_ms, time_call
+from .train_step import TrainCase, run_case, train_providers
+
+Size = tuple[int, int]
+# the ops of the issues' targets; both loss extremes (the cheapest and the one needing a per-sample norm)
+_COMPILE_OPS = ("position+velocity", "loss_fwd_bwd:velocity:mse", "loss_fwd_bwd:endpoint:pseudo_huber")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A sweep. torch.compile runs only for compile_ops x compile_sizes x compile_dtypes (None: all),
+    because on the CPU every new shape costs 10-60 s of compilation."""
+
+    ops: tuple[str, ...]
+    degrees: tuple[int, ...]
+    sizes: tuple[Size, ...]
+    dtypes: tuple[str, ...]
+    repeats: int
+    warmup: int
+    compile_ops: tuple[str, ...] | None
+    compile_sizes: tuple[Size, ...] | None
+    compile_dtypes: tuple[str, ...] | None
+    train_cases: tuple[TrainCase, ...]
+    rotation_bytes: int  # inputs cycled per timing loop: well beyond the last-level cache
+    copy_bytes: int  # buffer size of the copy-bandwidth probe
+
+    def compiles(self, op: str, size: Size, dtype: str) -> bool:
+        return all(allowed is None or value in allowed for value, allowed in
+                   ((op, self.compile_ops), (size, self.compile_sizes), (dtype, self.compile_dtypes)))
+
+
+DEGREES = (1, 2, 3, 5, 8, 16, 32)
+PRESETS = {
+    # 2-core CPU: a latency-bound and a bandwidth-bound size (8 MB per [B, D] float32 tensor, under
+    # glibc's 32 MB mmap threshold); compile only where the issue's CPU targets need it.
+    "quick": Preset(ops=tuple(OPS), degrees=DEGREES, sizes=((256, 64), (2048, 1024)), dtypes=("float32",),
+                    repeats=10, warmup=2, compile_ops=_COMPILE_OPS,
+                    compile_sizes=((2048, 1024),), compile_dtypes=("float32",),
+                    train_cases=(TrainCase("mlp2d", features=2, hidden=256, layers=3, batch=4096),
+                                 TrainCase("digits64", features=64, hidden=512, layers=3, batch=1024)),
+                    rotation_bytes=64 << 20, copy_bytes=128 << 20),
+    # GPU: from latency-bound (16K elements) to 64M elements per [B, D] tensor, every dtype.
+    "full": Preset(ops=tuple(OPS), degrees=DEGREES,
+                   sizes=((256, 64), (4096, 256), (16384, 1024), (65536, 1024)),
+                   dtypes=tuple(DTYPES), repeats=50, warmup=5,
+                   compile_ops=_COMPILE_OPS,
+                   compile_sizes=None, compile_dtypes=("float32",),
+                   train_cases=(TrainCase("mlp2d", features=2, hidden=512, layers=3, batch=65536),
+                                TrainCase("digits64", features=64, hidden=1024, layers=4, batch=8192)),
+                   rotation_bytes=512 << 20, copy_bytes=1 << 30),
+}
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def measure(op: Op, provider: str, sets: list[InputSet], degree: int, dtype: str, preset: Preset,
+            device: torch.device) -> dict:
+    """One row: timing, traffic and peak extra memory of op with provider (errors are recorded)."""
+    x0 = sets[0].x0
+    batch, features = x0.shape
+    row = {"op": op.name, "degree": degree, "batch": batch, "features": features, "dtype": dtype,
+           "provider": provider, "sets": len(sets), "repeats": preset.repeats, "median_ms": None, "min_ms": None,
+           "max_ms": None, "first_call_ms": None, "gbps": None, "copy_fraction": None, "vs_eager": None,
+           "vs_compiled": None, "peak_extra_bytes": None, "peak_extra_tensors": None, "error": "",
+           "traffic_bytes": op.traffic_bytes(batch, features, degree, x0.element_size())}
+    try:
+        call = provider_call(provider, op)
+        row["first_call_ms"] = first_call_ms(call, sets[0], device)
+        timing = time_call(call, sets, repeats=preset.repeats, warmup=preset.warmup, device=device)
+        row.update(median_ms=timing.median, min_ms=timing.min, max_ms=timing.max)
+        sets[0].pred.grad = None  # the gradient a step would allocate is part of the peak
+        row["peak_extra_bytes"] = peak_extra_bytes(call, sets[0], device)
+        row["peak_extra_tensors"] = row["peak_extra_bytes"] / (batch * features * x0.element_size())
+    except Exception as error:  # one failing provider (e.g. out of memory) must not end the sweep
+        row["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return row
+
+
+def run_ops(preset: Preset, providers: list[str], device: torch.device, copy_gbps: float) -> list[dict]:
+    rows = []
+    started = time.perf_counter()
+    for dtype in preset.dtypes:
+        for batch, features in preset.sizes:
+            for degree in preset.degrees:
+                sets = make_input_sets(batch, features, degree, DTYPES[dtype], device, preset.rotation_bytes)
+                for op in (OPS[name] for name in preset.ops):
+                    for provider in providers:
+                        if provider == "compiled" and not preset.compiles(op.name, (batch, features), dtype):
+                            continue
+                        row = measure(op, provider, sets, degree, dtype, preset, device)
+                        rows.append(row)
+                        result = row["error"] or f"{row['median_ms']:.3f} ms ({row['min_ms']:.3f}-{row['max_ms']:.3f})"
+                        _log(f"[{time.perf_counter() - started:6.0f} s] {op.name} n={degree} {batch}x{features} "
+                             f"{dtype} {provider}: {result}")
+                del sets
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+    report.add_speedups(rows, ("op", "degree", "batch", "features", "dtype"))
+    for row in rows:
+        if not row["error"]:
+            row["gbps"] = row["traffic_bytes"] / (row["median_ms"] * 1e-3) / 1e9
+            row["copy_fraction"] = row["gbps"] / copy_gbps
+    return rows
+
+
+def _size(text: str) -> Size:
+    try:
+        batch, features = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sizes are BxD, e.g. 2048x1024; got {text!r}") from None
+    return batch, features
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=tuple(PRESETS), help="default: full on CUDA, quick on the CPU")
+    parser.add_argument("--quick", action="store_const", const="quick", dest="preset", help="same as --preset quick")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--ops", nargs="+", choices=tuple(OPS), metavar="OP", help=f"subset of {', '.join(OPS)}")
+    parser.add_argument("--degrees", nargs="+", type=int)
+    parser.add_argument("--sizes", nargs="+", type=_size, metavar="BxD")
+    parser.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES))
+    parser.add_argument("--providers", nargs="+", metavar="NAME",
+                        help="eager, compiled and fused backend names (default: all that run on the device)")
+    parser.add_argument("--compile", choices=("preset", "all", "none"), default="preset",
+                        help="where torch.compile runs: the preset's selection, every case, or nowhere")
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--warmup", type=int)
+    parser.add_argument("--copy-mb", type=int, help="buffer size of the copy-bandwidth probe (MB)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--train-cases", nargs="*", metavar="NAME", help="training-step cases (none: skip)")
+    parser.add_argument("--train-batch", type=int, help="override the training-step batch size")
+    parser.add_argument("--out", type=Path, help="output folder (default benchmarks/results/<date>-<device>)")
+    return parser.parse_args(argv)
+
+
+def _configure(args: argparse.Namespace, device: torch.device) -> tuple[Preset, list[str], list[str]]:
+    """The preset with the command line's overrides, the op providers and the training providers."""
+    preset = PRESETS[args.preset or ("full" if device.type == "cuda" else "quick")]
+    overrides = {k: tuple(v) for k, v in (("ops", args.ops), ("degrees", args.degrees), ("sizes", args.sizes),
+                                           ("dtypes", args.dtypes)) if v}
+    overrides.update({k: v for k, v in (("repeats", args.repeats), ("warmup", args.warmup)) if v is not None})
+    if args.copy_mb:
+        overrides["copy_bytes"] = args.copy_mb << 20
+    if args.compile == "all":
+        overrides.update(compile_ops=None, compile_sizes=None, compile_dtypes=None)
+    elif args.compile == "none":
+        overrides.update(compile_ops=())
+    cases = {case.name: case for case in preset.train_cases}
+    if args.train_cases is not None:
+        unknown = set(args.train_cases) - set(cases)
+        if unknown:
+            raise SystemExit(f"unknown training-step cases {sorted(unknown)}; choose from {sorted(cases)}")
+        cases = {name: cases[name] for name in args.train_cases}
+    overrides["train_cases"] = tuple(replace(c, batch=args.train_batch or c.batch) for c in cases.values())
+    preset = replace(preset, **overrides)
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        preset = replace(preset, dtypes=tuple(d for d in preset.dtypes if d != "bfloat16"))
+
+    fused = fused_backends(device)
+    providers = args.providers or ["eager", "compiled"] + fused
+    unknown = set(providers) - {"eager", "compiled", *fused}
+    if unknown:
+        raise SystemExit(f"providers {sorted(unknown)} do not run on {device.type} here; choose from "
+                         f"{['eager', 'compiled', *fused]}")
+    if "compiled" not in providers:
+        preset = replace(preset, compile_ops=())
+    train = train_providers([p for p in providers if p in fused], compile_=args.compile != "none"
+                            and "compiled" in providers)
+    return preset, providers, train
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    preset, providers, train_providers_ = _configure(args, device)
+    env = report.environment(device)
+    _log(report.environment_line(env, {"gbps": float("nan"), "best_gbps": float("nan"), "nbytes": 0}))
+
+    copy = copy_bandwidth(device, preset.copy_bytes)
+    copy_info = {"nbytes": copy.nbytes, "gbps": copy.gbps, "best_gbps": copy.best_gbps,
+                 "min_ms": copy.timing.min, "median_ms": copy.timing.median, "max_ms": copy.timing.max}
+    _log(f"copy bandwidth: {copy.gbps:.1f} GB/s (best {copy.best_gbps:.1f})")
+    rows = run_ops(preset, providers, device, copy.gbps)
+    train_rows = []
+    for case in preset.train_cases:
+        train_rows += run_case(case, train_providers_, device, preset.repeats, preset.warmup,
+                               preset.rotation_bytes, _log)
+    env["load_average_end"] = list(os.getloadavg())
+    result = {"command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
+              "preset": args.preset or ("full" if device.type == "cuda" else "quick"),
+              "environment": env, "copy_bandwidth": copy_info, "rows": rows, "train_step": train_rows}
+    out_dir = args.out or report.default_out_dir(env)
+    for path in report.write(result, out_dir):
+        print(path)
+    return result
+
+
+if __name__ == "__main__":
+    main()
