@@ -39,10 +39,11 @@ def fit_bezier(points: Tensor, times: Tensor, degree: int, x0: Tensor, x1: Tenso
                          f"times [m] or [B, m]; got points {list(points.shape)}, times {list(times.shape)}")
     if degree == 1:
         return points.new_zeros(B, 0, D)
-    bernstein = bk.bernstein_weights(times.reshape(-1).double(), degree).reshape(*times.shape, degree + 1)
+    flat_times = times.reshape(-1).to(points.device, torch.float64)
+    bernstein = bk.bernstein_weights(flat_times, degree).reshape(*times.shape, degree + 1)
     first, last = bernstein[..., 0, None], bernstein[..., -1, None]  # [(B,) m, 1]
     rhs = points.double() - first * x0.double()[:, None] - last * x1.double()[:, None]  # [B, m, D]
-    inner = bernstein[..., 1:-1].to(points.device)  # [(B,) m, n-1]
+    inner = bernstein[..., 1:-1]  # [(B,) m, n-1]
     if times.dim() == 1:
         solution = torch.linalg.lstsq(inner, rhs.permute(1, 0, 2).reshape(m, B * D)).solution
         return solution.reshape(degree - 1, B, D).permute(1, 0, 2).to(points.dtype)
