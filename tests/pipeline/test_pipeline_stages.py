@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 
 from bezier_distill import stages, store
 from bezier_distill.checkpoint import load_checkpoint, load_model
-from bezier_distill.config import (ConfigError, DataConfig, DistillStage, GuidesStage, ReflowStage, SampleStage,
-                                   SolverConfig, TeacherStage)
+from bezier_distill.config import (ConfigError, DataConfig, DistillStage, GuidesStage, ModelConfig, ReflowStage,
+                                   SampleStage, SolverConfig, TeacherStage, load_stage, read_file)
 from bezier_distill.guides import fit_bezier
 from bezier_distill.samplers import ode_grid, sample, solve_ode
 from bezier_distill.train import read_log
@@ -108,6 +108,13 @@ def test_krf_distillation_baseline_trains_on_a_coupling(teacher_run, tmp_path):
     assert result.log[-1]["loss"] < result.log[0]["loss"]
 
 
+def test_init_from_needs_the_same_architecture(teacher_run, fit_guides, tmp_path):
+    cfg = DistillStage(pairs=fit_guides, init_from=teacher_run, model=ModelConfig(width=32, depth=2, time_features=32))
+    with pytest.raises(ConfigError, match="config field 'distill.init_from': .* dim-2 .*'width': 64"):
+        stages.distill(cfg, tmp_path, progress=False)
+    assert not (tmp_path / "config.yaml").exists()  # a rejected config is not recorded
+
+
 def checkpoint_tensors(run_dir) -> tuple[dict, dict]:
     state, tensors = load_checkpoint(run_dir)
     return {k: v for k, v in state.items() if k not in ("rng", "tensors")}, tensors
@@ -151,6 +158,7 @@ def test_bf16_autocast_trains_in_float32_weights(tmp_path):
 def test_a_finished_run_reruns_as_a_no_op_extends_and_refuses_a_changed_config(tmp_path):
     cfg = TeacherStage(data=DataConfig("normal", "rings"), model=TINY_MODEL, train=tiny_train(steps=10))
     stages.train_teacher(cfg, tmp_path, progress=False)
+    assert load_stage("teacher", read_file(tmp_path / "config.yaml")) == cfg  # the record reproduces the run
     first = load_checkpoint(tmp_path)[1]
     assert stages.train_teacher(cfg, tmp_path, progress=False).step == 10
     assert all(torch.equal(first[k], v) for k, v in load_checkpoint(tmp_path)[1].items())
