@@ -104,9 +104,10 @@ def reflow(cfg: ReflowStage, out_dir: str | Path, device: str = "cpu", progress:
     write_paths(coupling_maker(teacher, cfg.coupling.solver), cfg.coupling, coupling_dir, producer,
                 progress=progress, desc="coupling")
     _, pairs = store.load_pairs(coupling_dir, cfg.train.seed)
-    model_cfg = ModelConfig(**teacher.run["model"])
-    init = _init_weights(cfg.teacher, model_cfg, pairs.dim, "reflow.teacher") if cfg.init_from_teacher else None
-    run_info = {"stage": "reflow", "data": teacher.run["data"], "reflow": teacher.run["reflow"] + 1,
+    model_cfg = ModelConfig(**teacher.run["model"])  # the teacher's architecture
+    init = {k: v.cpu() for k, v in teacher.model.state_dict().items()} if cfg.init_from_teacher else None
+    k = teacher.run.get("reflow")  # None when the teacher is itself a distilled student
+    run_info = {"stage": "reflow", "data": teacher.run["data"], "reflow": k + 1 if k else None,
                 "teacher": teacher.record, "pairs": str(coupling_dir)}
     return train(cfg.train, model_cfg, pairs, out_dir, run_info=run_info, device=device, init_weights=init,
                  progress=progress, stop_after=stop_after)

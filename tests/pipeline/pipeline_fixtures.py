@@ -1,7 +1,9 @@
 """Fixtures of the pipeline tests: tiny configs and one trained 1-RF teacher shared by the session.
 
-The networks here are tiny, and on a loaded 2-core machine extra intra-op threads only spin, so
-the pipeline tests run torch single-threaded (restored afterwards).
+Test modules import what they use from here (not a conftest.py: tests/conftest.py is imported by
+name as `conftest`, and a second one would shadow it). The networks are tiny, and on a loaded
+2-core machine extra intra-op threads only spin, so the pipeline tests run torch single-threaded
+(restored afterwards).
 """
 from __future__ import annotations
 
