@@ -1,0 +1,20 @@
+"""bezier_distill: Bezier Distillation (Feng & Yang, arXiv 2503.16562) on the fused ops of bezier_kernels.
+
+Stages (see `bezier-distill --help` and bezier_distill.stages):
+    teacher (1-RF) -> reflow (k-RF) -> guides (multi_teacher | fit) -> distill (student) -> sample
+
+Modules, one job each:
+    config      dataclass configs, YAML/JSON loading, one-line errors naming the field
+    data        source/target distributions (2-D toys, scikit-learn digits) and training pairs
+    models      the MLP velocity network with a sinusoidal time embedding
+    samplers    Euler / Heun ODE solvers (batched, no grad)
+    timesteps   training-time sampling: uniform, U-shaped, grid
+    teachers    trained runs as ODEs
+    guides      guide makers (multi_teacher, fit via fit_bezier; degree 1 = a coupling)
+    store       chunked safetensors datasets with a JSON manifest, resumable
+    train       the training loop (one file, top to bottom)
+    checkpoint  atomic safetensors + JSON checkpoints, exact resume
+    stages/cli  the stages and the `bezier-distill` command
+    metrics     energy distance
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,109 @@
+"""The `bezier-distill` command: one subcommand per stage of the pipeline.
+
+    bezier-distill train-teacher --config exp.yaml --out runs/rf1
+    bezier-distill reflow        --config exp.yaml --teacher runs/rf1 --out runs/rf2
+    bezier-distill make-guides   --config exp.yaml --teacher runs/rf1 --out runs/guides
+    bezier-distill distill       --config exp.yaml --pairs runs/guides --out runs/student
+    bezier-distill sample        --config exp.yaml --model runs/student --out runs/student-samples
+
+--config is a YAML or JSON file with a section per stage (teacher, reflow, guides, distill, sample);
+each subcommand reads its section (defaults for what is absent), then the input flags, then every
+--set FIELD=VALUE (e.g. --set distill.train.steps=500). The run records the result as
+OUT/config.yaml. Rerunning a command resumes it. User errors (config, paths) print one line naming
+the field and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from . import stages
+from .config import ConfigError, apply_override, load_stage, read_file
+
+# subcommand -> (config section, stage function, help)
+COMMANDS = {
+    "train-teacher": ("teacher", stages.train_teacher, "train a 1-rectified-flow teacher on independent pairs"),
+    "reflow": ("reflow", stages.reflow, "simulate a teacher's coupling and train the next rectified flow on it"),
+    "make-guides": ("guides", stages.make_guides, "make Bezier control points with teachers (multi_teacher or fit)"),
+    "distill": ("distill", stages.distill, "train a student along stored paths (guides or a coupling)"),
+    "sample": ("sample", stages.sample, "sample a trained model and measure the samples against the target"),
+}
+
+# input flags: subcommand -> [(flag, config field, help)]; a repeatable flag fills a list field
+INPUT_FLAGS = {
+    "reflow": [("--teacher", "teacher", "run directory of the teacher to reflow")],
+    "make-guides": [("--teacher", "teachers", "teacher run directory (repeat for multi_teacher, in guide order)"),
+                    ("--endpoint-teacher", "endpoint_teacher", "run directory whose ODE end gives x1")],
+    "distill": [("--pairs", "pairs", "dataset directory (make-guides output or a reflow's coupling/)"),
+                ("--init-from", "init_from", "run directory whose weights start the student")],
+    "sample": [("--model", "model", "run directory of the model to sample")],
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bezier-distill", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (section, _, help_text) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--config", help=f"YAML or JSON config file (its '{section}' section is used)")
+        sub.add_argument("--out", required=True, help="output directory (rerun with the same one to resume)")
+        sub.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                         help="where to run (default: cuda when available, else cpu)")
+        sub.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                         help=f"override a config field, e.g. {section}.{'train.steps' if section != 'sample' else 'num_samples'}=100")
+        sub.add_argument("--no-progress", action="store_true", help="no progress bars")
+        for flag, field, flag_help in INPUT_FLAGS.get(name, []):
+            sub.add_argument(flag, dest=field, action="append" if field == "teachers" else "store", help=flag_help)
+    return parser
+
+
+def pick_device(requested: str | None) -> str:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here (use --device cpu)")
+    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run(args: argparse.Namespace) -> object:
+    section, stage, _ = COMMANDS[args.command]
+    data = read_file(args.config) if args.config else {}
+    if data.get(section) is None:
+        data[section] = {}
+    for _, field, _ in INPUT_FLAGS.get(args.command, []):
+        given = getattr(args, field)
+        if given is not None and isinstance(data[section], dict):
+            data[section][field] = given
+    for assignment in args.set:
+        apply_override(data, assignment)
+    cfg = load_stage(section, data)
+    return stage(cfg, args.out, device=pick_device(args.device), progress=not args.no_progress)
+
+
+def report(command: str, out: str, result: object) -> str:
+    if isinstance(result, stages.TrainResult):
+        loss = f", last logged loss {result.log[-1]['loss']:.5f}" if result.log else ""
+        return f"{command}: {out} trained to step {result.step}{loss}"
+    if command == "make-guides":
+        return (f"{command}: {out} holds {result['num_samples']} {result['kind']} paths of degree {result['degree']} "
+                f"({result['evaluations_per_sample']} teacher evaluations per pair)")
+    return f"{command}: {out}\n" + json.dumps(result, indent=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except ConfigError as error:
+        print(f"bezier-distill {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bezier-distill {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    print(report(args.command, args.out, result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""Source and target distributions, and the training pairs drawn from them.
+
+Distributions by name (every sample is a float32 CPU tensor [n, dim]):
+    normal, normal:D      standard normal; plain "normal" takes the dimension of the other side
+    8gaussians            eight Gaussians on a circle of radius 2 (2-D)
+    moons                 two interleaved half circles (2-D)
+    checkerboard          eight squares of a 4x4 board on [-2, 2]^2 (2-D)
+    rings                 three concentric rings (2-D)
+    gmm_left, gmm_right   a transfer pair: three Gaussians at x = -2 -> two Gaussians at x = +2 (2-D)
+    digits, digits:C      scikit-learn's bundled 8x8 handwritten digits (1797 images, no download) as
+                          64-dim vectors in [-1, 1]; C keeps some classes, e.g. "digits:0-4" or
+                          "digits:1,7" (image-to-image transfer between two class groups)
+Finite sets (the digits) are sampled uniformly with replacement.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import DataConfig
+
+Sampler = Callable[[int, torch.Generator], Tensor]
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed mixed from integer keys (e.g. run seed and step): distinct keys, independent streams."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(*keys))
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A named distribution over R^dim; image_shape is set for data that are images (the digits)."""
+
+    name: str
+    dim: int
+    sampler: Sampler
+    image_shape: tuple[int, ...] | None = None
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        """n independent samples [n, dim], float32 on the CPU, drawn from generator."""
+        return self.sampler(n, generator)
+
+
+# ---------------------------------------------------------------- 2-D toys
+
+def _mixture(centers: list[tuple[float, float]], std: float) -> Sampler:
+    means = torch.tensor(centers, dtype=torch.float32)
+
+    def sample(n: int, gen: torch.Generator) -> Tensor:
+        which = torch.randint(len(centers), (n,), generator=gen)
+        return means[which] + std * torch.randn(n, 2, generator=gen)
+
+    return sample
+
+
+def _moons(n: int, gen: torch.Generator) -> Tensor:
+    angle = torch.rand(n, generator=gen) * math.pi
+    upper = torch.rand(n, generator=gen) < 0.5
+    x = torch.where(upper, torch.cos(angle), 1 - torch.cos(angle)) - 0.5
+    y = torch.where(upper, torch.sin(angle), 0.5 - torch.sin(angle)) - 0.25
+    return 2 * torch.stack([x, y], 1) + 0.1 * torch.randn(n, 2, generator=gen)
+
+
+def _checkerboard(n: int, gen: torch.Generator) -> Tensor:
+    x = 4 * torch.rand(n, generator=gen) - 2
+    column_parity = torch.floor(x).remainder(2)
+    y = torch.rand(n, generator=gen) - 2 * torch.randint(2, (n,), generator=gen) + column_parity
+    return torch.stack([x, y], 1)
+
+
+def _rings(n: int, gen: torch.Generator) -> Tensor:
+    radius = 0.75 * (1 + torch.randint(3, (n,), generator=gen)).float()
+    angle = 2 * math.pi * torch.rand(n, generator=gen)
+    circle = torch.stack([torch.cos(angle), torch.sin(angle)], 1) * radius[:, None]
+    return circle + 0.08 * torch.randn(n, 2, generator=gen)
+
+
+_TOYS: dict[str, Sampler] = {
+    "8gaussians": _mixture([(2 * math.cos(k * math.pi / 4), 2 * math.sin(k * math.pi / 4)) for k in range(8)], 0.2),
+    "moons": _moons,
+    "checkerboard": _checkerboard,
+    "rings": _rings,
+    "gmm_left": _mixture([(-2.0, -1.5), (-2.0, 0.0), (-2.0, 1.5)], 0.3),
+    "gmm_right": _mixture([(2.0, -1.0), (2.0, 1.0)], 0.3),
+}
+
+
+# ---------------------------------------------------------------- digits
+
+@functools.lru_cache(maxsize=1)
+def load_digits() -> tuple[Tensor, Tensor]:
+    """scikit-learn's bundled 8x8 digits: images [1797, 64] float32 in [-1, 1] and labels [1797] int64."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    images = torch.from_numpy(bunch.data).float() / 8.0 - 1.0  # pixel values 0..16 -> [-1, 1]
+    return images, torch.from_numpy(bunch.target).long()
+
+
+def _digit_classes(spec: str) -> list[int]:
+    """"0-4" -> [0, 1, 2, 3, 4]; "1,7" -> [1, 7]; ValueError when malformed."""
+    classes: set[int] = set()
+    for part in spec.split(","):
+        low, _, high = part.strip().partition("-")
+        first, last = int(low), int(high or low)
+        if not 0 <= first <= last <= 9:
+            raise ValueError(part)
+        classes.update(range(first, last + 1))
+    return sorted(classes)
+
+
+def _finite(points: Tensor) -> Sampler:
+    def sample(n: int, gen: torch.Generator) -> Tensor:
+        return points[torch.randint(points.shape[0], (n,), generator=gen)]
+
+    return sample
+
+
+# ---------------------------------------------------------------- by name
+
+def distribution_problem(name: str) -> str | None:
+    """None when name names a distribution (see the module docstring), else what is wrong with it."""
+    base, _, arg = name.partition(":")
+    try:
+        if base in _TOYS and not arg:
+            return None
+        if base == "normal" and (not arg or int(arg) >= 1):
+            return None
+        if base == "digits" and (not arg or _digit_classes(arg)):
+            return None
+    except ValueError:
+        pass
+    known = ", ".join(["normal", "normal:D", *_TOYS, "digits", "digits:0-4"])
+    return f"unknown distribution {name!r} (known: {known})"
+
+
+def get_distribution(name: str, dim: int | None = None) -> Distribution:
+    """The distribution called name; dim sets the dimension of a plain "normal"."""
+    problem = distribution_problem(name)
+    if problem:
+        raise ValueError(problem)
+    base, _, arg = name.partition(":")
+    if base in _TOYS:
+        return Distribution(name, 2, _TOYS[base])
+    if base == "normal":
+        size = int(arg) if arg else dim
+        if size is None:
+            raise ValueError("plain 'normal' needs a dimension: write 'normal:D' or pair it with a non-normal side")
+        return Distribution(name, size, lambda n, gen: torch.randn(n, size, generator=gen))
+    images, labels = load_digits()
+    if arg:
+        images = images[torch.isin(labels, torch.tensor(_digit_classes(arg)))]
+    return Distribution(name, 64, _finite(images), image_shape=(8, 8))
+
+
+def pair_problem(source: str, target: str) -> str | None:
+    """None when two valid distribution names make a pair of one dimension, else the problem (of the target)."""
+    fixed = [name for name in (source, target) if name != "normal"]
+    if not fixed:
+        return "both sides are plain 'normal'; give one a size, e.g. 'normal:2'"
+    dims = [get_distribution(name, get_distribution(fixed[0]).dim).dim for name in (source, target)]
+    return None if dims[0] == dims[1] else f"{target!r} has {dims[1]} dimensions, the source {source!r} has {dims[0]}"
+
+
+def resolve_pair(data: DataConfig) -> tuple[Distribution, Distribution]:
+    """(source, target) of a data config (checked by DataConfig.checks); plain "normal" takes the other's dim."""
+    problem = pair_problem(data.source, data.target)
+    if problem:
+        raise ValueError(problem)
+    dim = get_distribution(data.target if data.source == "normal" else data.source).dim
+    return get_distribution(data.source, dim), get_distribution(data.target, dim)
+
+
+# ---------------------------------------------------------------- training pairs
+
+class IndependentPairs:
+    """x0 ~ source and x1 ~ target drawn independently for every batch: the 1-rectified-flow pairs."""
+
+    degree = 1
+
+    def __init__(self, source: Distribution, target: Distribution):
+        self.source, self.target, self.dim = source, target, source.dim
+
+    def to(self, device: torch.device | str) -> "IndependentPairs":
+        return self  # drawn on the CPU; the training loop moves each batch
+
+    def batch(self, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor, None]:
+        """x0, x1 [size, dim] and no guides (straight lines)."""
+        return self.source.sample(size, generator), self.target.sample(size, generator), None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class StoredPairs:
+    """Control points of stored paths, visited epoch by epoch in a random order fixed by (seed, epoch).
+
+    x0, x1 [N, D]; guides [N, n-1, D] or None (a coupling: degree 1). The position in the data
+    order (epoch, cursor) is the whole state: state_dict()/load_state_dict() resume it exactly.
+    A batch is a global one; a data-parallel rank takes its slice of it.
+    """
+
+    def __init__(self, x0: Tensor, x1: Tensor, guides: Tensor | None, seed: int):
+        self.x0, self.x1, self.guides, self.seed = x0, x1, guides, seed
+        self.size, self.dim = x0.shape[0], x0.shape[1]
+        self.degree = 1 if guides is None else guides.shape[1] + 1
+        self.epoch, self.cursor = 0, 0
+        self._order: tuple[int, Tensor] | None = None
+
+    def to(self, device: torch.device | str) -> "StoredPairs":
+        self.x0, self.x1 = self.x0.to(device), self.x1.to(device)
+        self.guides = None if self.guides is None else self.guides.to(device)
+        return self
+
+    def _permutation(self) -> Tensor:
+        if self._order is None or self._order[0] != self.epoch:
+            order = torch.randperm(self.size, generator=seeded_generator(self.seed, self.epoch))
+            self._order = (self.epoch, order.to(self.x0.device))
+        return self._order[1]
+
+    def next_indices(self, size: int) -> Tensor:
+        """The next size indices of the data order, moving on to the next epoch's order at the end."""
+        parts = []
+        while size > 0:
+            take = min(size, self.size - self.cursor)
+            parts.append(self._permutation()[self.cursor:self.cursor + take])
+            self.cursor += take
+            size -= take
+            if self.cursor == self.size:
+                self.epoch, self.cursor = self.epoch + 1, 0
+        return torch.cat(parts)
+
+    def batch(self, size: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """x0, x1 [size, D] and guides [size, n-1, D] (None for degree 1); the generator is not used."""
+        index = self.next_indices(size)
+        guides = None if self.guides is None else self.guides[index]
+        return self.x0[index], self.x1[index], guides
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError(f"data order seed {state['seed']} in the checkpoint, {self.seed} in this run")
+        self.epoch, self.cursor = state["epoch"], state["cursor"]
