@@ -1,0 +1,71 @@
+"""sample_on_bezier on a family of Bezier paths with a known exact student and guide map.
+
+Linear family in 2-D: x1 = A x0, guides G_j = C_j x0, so B(t) = M(t) x0 with
+M(t) = b_0(t) I + b_1(t) C_1 + b_2(t) C_2 + b_3(t) A. The exact endpoint student at (x, t) recovers
+x0 = M(t)^-1 x and predicts x1 = A x0, i.e. f(x, t) = (A M(t)^-1 x - x) / (1 - t).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bezier_kernels as bk
+from bezier_distill.samplers import sample_on_bezier, solve_ode, uniform_times
+
+from pipeline_fixtures import single_thread  # noqa: F401  (autouse)
+
+A = torch.tensor([[1.5, 0.4], [-0.3, 1.2]], dtype=torch.float64)
+C = torch.tensor([[[1.2, -0.8], [0.6, 1.1]], [[1.6, -0.2], [0.9, 0.9]]], dtype=torch.float64)
+
+
+def path_matrix(t: float) -> torch.Tensor:
+    w = bk.bernstein_weights(torch.tensor([t], dtype=torch.float64), 3)[0]
+    return w[0] * torch.eye(2, dtype=torch.float64) + w[1] * C[0] + w[2] * C[1] + w[3] * A
+
+
+def exact_student(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    time = float(t[0])
+    x0 = torch.linalg.solve(path_matrix(time), x.T).T
+    return (x0 @ A.T - x) / (1 - time)
+
+
+def exact_guide_map(stacked: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    x0 = stacked[:, :2]
+    return torch.cat([x0 @ C[0].T - x0, x0 @ C[1].T - x0], dim=1)
+
+
+def test_the_family_is_invertible_on_every_sampler_time():
+    for t in (0, 1 / 4, 1 / 3, 1 / 2, 2 / 3, 3 / 4):
+        assert abs(float(torch.linalg.det(path_matrix(t)))) > 0.3
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4])
+def test_exact_student_and_guide_map_stay_on_the_path_for_any_number_of_steps(steps):
+    x0 = torch.randn(50, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x1, states = sample_on_bezier(exact_student, x0, steps, exact_guide_map, degree=3, record=True)
+    torch.testing.assert_close(x1, x0 @ A.T, rtol=1e-10, atol=1e-10)
+    guides = torch.stack([x0 @ C[0].T, x0 @ C[1].T], dim=1)
+    for k, t in enumerate(uniform_times(steps).tolist()):
+        (on_path,) = bk.bezier(x0, x0 @ A.T, torch.full((50,), t, dtype=torch.float64), guides, orders=(0,))
+        torch.testing.assert_close(states[:, k], on_path, rtol=1e-10, atol=1e-10)
+
+
+def test_the_line_re_entry_leaves_the_curve_and_misses():
+    """The plain Euler sampler of the same exact student: its 2-step state is the chord midpoint, not B(1/2)."""
+    x0 = torch.randn(50, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x1, _ = solve_ode(exact_student, x0, uniform_times(2))
+    assert float((x1 - x0 @ A.T).norm(dim=1).mean()) > 0.05
+
+
+def test_degree_one_re_entry_is_the_euler_endpoint_sampler_at_two_steps():
+    weight = torch.tensor([[0.9, -0.4], [0.3, 0.7]], dtype=torch.float64)
+
+    def student(x, t):
+        return torch.tanh(x @ weight) * (1 + t[:, None])
+
+    x0 = torch.randn(30, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ours, _ = sample_on_bezier(student, x0, 2)
+    euler, _ = solve_ode(student, x0, uniform_times(2))
+    torch.testing.assert_close(ours, euler, rtol=1e-14, atol=1e-14)
+    with pytest.raises(ValueError, match="needs a guide_map"):
+        sample_on_bezier(student, x0, 2, degree=3)
