@@ -5,8 +5,10 @@
     bezier-distill make-guides   --config exp.yaml --teacher runs/rf1 --out runs/guides
     bezier-distill distill       --config exp.yaml --pairs runs/guides --out runs/student
     bezier-distill sample        --config exp.yaml --model runs/student --out runs/student-samples
+    bezier-distill compare       --config exp.yaml --out runs/comparison   (every stage, every method, metrics)
 
---config is a YAML or JSON file with a section per stage (teacher, reflow, guides, distill, sample);
+--config is a YAML or JSON file with a section per stage (teacher, reflow, guides, distill, sample,
+compare);
 each subcommand reads its section (defaults for what is absent), then the input flags, then every
 --set FIELD=VALUE (e.g. --set distill.train.steps=500). The run records the result as
 OUT/config.yaml. Rerunning a command resumes it. User errors (config, paths) print one line naming
@@ -17,10 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 
-from . import stages
+from . import compare, stages
 from .config import ConfigError, apply_override, load_stage, read_file
 
 # subcommand -> (config section, stage function, help)
@@ -30,6 +33,8 @@ COMMANDS = {
     "make-guides": ("guides", stages.make_guides, "make Bezier control points with teachers (multi_teacher or fit)"),
     "distill": ("distill", stages.distill, "train a student along stored paths (guides or a coupling)"),
     "sample": ("sample", stages.sample, "sample a trained model and measure the samples against the target"),
+    "compare": ("compare", compare.run_comparison,
+                "Bezier vs k-RF distillation over seeds: every stage, samples, metrics, tables and figures"),
 }
 
 # input flags: subcommand -> [(flag, config field, help)]; a repeatable flag fills a list field
@@ -43,6 +48,9 @@ INPUT_FLAGS = {
 }
 
 
+SET_EXAMPLE = {"sample": "num_samples=100", "compare": "seeds=[0,1,2]"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bezier-distill", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -53,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", choices=("cpu", "cuda"), default=None,
                          help="where to run (default: cuda when available, else cpu)")
         sub.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                         help=f"override a config field, e.g. {section}.{'train.steps' if section != 'sample' else 'num_samples'}=100")
+                         help=f"override a config field, e.g. {section}.{SET_EXAMPLE.get(section, 'train.steps=100')}")
         sub.add_argument("--no-progress", action="store_true", help="no progress bars")
         for flag, field, flag_help in INPUT_FLAGS.get(name, []):
             sub.add_argument(flag, dest=field, action="append" if field == "teachers" else "store", help=flag_help)
@@ -85,6 +93,11 @@ def report(command: str, out: str, result: object) -> str:
     if isinstance(result, stages.TrainResult):
         loss = f", last logged loss {result.log[-1]['loss']:.5f}" if result.log else ""
         return f"{command}: {out} trained to step {result.step}{loss}"
+    if command == "compare":
+        figures = "".join(f"\n  {Path(out) / path}" for path in result["figures"].values())
+        table = (Path(out) / "results.md").read_text()
+        return f"{table}\n{command}: tables in {Path(out) / 'results.md'}, data in {Path(out) / 'results.json'}" + (
+            f"\nfigures:{figures}" if figures else "")
     if command == "make-guides":
         return (f"{command}: {out} holds {result['num_samples']} {result['kind']} paths of degree {result['degree']} "
                 f"({result['evaluations_per_sample']} teacher evaluations per pair)")

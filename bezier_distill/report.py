@@ -1,0 +1,217 @@
+"""The comparison's report: results.md rendered from results.json (never from numbers in memory), and figures.
+
+    render_markdown(results)  the tables (headline, every sampled model, training cost) as markdown text
+    write_markdown(out_dir)   reads OUT/results.json, writes OUT/results.md
+    write_figures(...)        figures/samples.png, figures/trajectories.png (2-D), figures/losses.png
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import bezier_kernels as bk
+
+from . import store
+from .checkpoint import load_model
+from .config import CompareStage
+from .data import resolve_pair
+from .files import atomic_write, read_json
+from .samplers import sample_on_bezier, solve_ode, uniform_times
+from .train import read_log
+
+RESULTS_MD = "results.md"
+FIGURES = "figures"
+
+# metric key in results.json -> column title
+METRICS = {"energy_distance": "energy dist.", "mmd": "MMD²", "sliced_w2": "sliced W2", "w2": "W2",
+           "straightness": "straightness", "frechet": "FD (classifier)"}
+SAMPLERS = {"-": "-", "one step": "one step", "euler": "Euler", "heun": "Heun", "bezier": "Bezier re-entry"}
+
+
+def number(stat: dict | None, digits: int = 3) -> str:
+    """"mean ± std" with `digits` significant digits (the std with 2); "–" when absent."""
+    if stat is None:
+        return "–"
+    return f"{stat['mean']:.{digits}g} ± {stat['std']:.2g}"
+
+
+def count(stat: dict) -> str:
+    """A count's mean (and std when it varies over seeds), with thousands separators."""
+    return f"{stat['mean']:,.0f}" + (f" ± {stat['std']:,.0f}" if stat["std"] else "")
+
+
+def sampler_name(row: dict) -> str:
+    if row["kind"] in ("reflow", "bezier") and row["sampler"] == "euler":
+        return "Euler (line re-entry)"
+    return SAMPLERS.get(row["sampler"], row["sampler"])
+
+
+def table(header: list[str], lines: list[list[str]]) -> str:
+    rule = ["---"] * len(header)
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, rule, *lines])
+
+
+def headline_row(results: dict, method: str, steps: int) -> dict | None:
+    """The student row of `method` at `steps`: its own path's sampler (Bezier re-entry for Bezier students)."""
+    rows = [r for r in results["rows"] if r["model"] == method and r["steps"] == steps]
+    for sampler in ("one step", "bezier", "euler"):
+        for row in rows:
+            if row["sampler"] == sampler:
+                return row
+    return None
+
+
+def render_markdown(results: dict) -> str:
+    """The report of a results.json mapping: headline table, every sampled model, training costs, figures."""
+    data, seeds = results["data"], results["seeds"]
+    evaluate = results["config"]["evaluate"]
+    shown = [m for m in METRICS if any(m in r["metrics"] for r in results["rows"])]
+    steps = sorted(set(evaluate["steps"]))
+    lines = [f"# Bezier distillation vs k-RF distillation: {data['source']} -> {data['target']} ({data['dim']}-D)", "",
+             f"Mean ± standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))}). Every model is "
+             f"sampled from the same {evaluate['num_samples']} source points per seed and measured against "
+             f"{evaluate['num_samples']} fresh target samples (exact W2 on the first {evaluate['w2_samples']}; "
+             f"sliced W2 over {evaluate['projections']} directions). Energy distance and MMD² (Gaussian kernel, "
+             "median-heuristic bandwidth) are unbiased estimates: about 0 for a perfect sampler, see the `target` "
+             "row for the noise floor of each metric."]
+    if results.get("classifier"):
+        lines += ["", f"FD: Frechet distance in the features of a digits classifier with held-out accuracy "
+                      f"{100 * results['classifier']['accuracy']:.1f}%."]
+    headline_metrics = [m for m in ("energy_distance", "w2", "frechet") if m in shown]
+    header = ["method", "reflows", "path degree"] + [f"{METRICS[m]}, {s} step{'s' if s > 1 else ''}"
+                                                      for m in headline_metrics for s in steps]
+    body = []
+    costs = {c["method"]: c for c in results["costs"]}
+    for method, cost in costs.items():
+        cells = [method, str(cost["reflows"]), str(cost["degree"])]
+        for m in headline_metrics:
+            for s in steps:
+                row = headline_row(results, method, s)
+                cells.append(number(row["metrics"].get(m)) if row else "–")
+        body.append(cells)
+    lines += ["", "## Students at one and two steps", "",
+              "Each student sampled on the path it was trained on: the line for k-RF students, the Bezier path "
+              "(re-entered with its guide map) for Bezier students.", "", table(header, body)]
+
+    header = ["model", "sampler", "steps", "NFE"] + [METRICS[m] for m in shown]
+    body = [[r["model"], sampler_name(r), str(r["steps"]), str(r["nfe"])] +
+            [number(r["metrics"].get(m)) for m in shown] for r in results["rows"]]
+    lines += ["", "## Every sampled model", "",
+              "NFE: network evaluations per sample (Bezier re-entry: the student's N plus one of its guide map). "
+              "Euler (line re-entry) is the pipeline's N-step sampler of an endpoint student; for a Bezier student "
+              "it leaves the curve it was trained on. Straightness (Rectified Flow) along the sampler's own path "
+              "(0 for one step by definition, so not shown).", "", table(header, body)]
+
+    header = ["method", "reflows", "teacher evaluations", "teacher steps", "student steps", "guide-map steps",
+              "wall time (s)"]
+    body = [[c["method"], str(c["reflows"]), count(c["teacher_evaluations"]), count(c["teacher_steps"]),
+             count(c["student_steps"]), count(c["guide_map_steps"]), number(c["wall_s"], 3)]
+            for c in results["costs"]]
+    env = results["environment"]
+    lines += ["", "## Training cost per method", "",
+              "Everything the method's student (and its guide map) needs: teacher network evaluations spent "
+              "generating couplings and guides, training steps of its teachers, student and guide map, and the "
+              f"wall time of those stages (device {env['device']}, {env['threads']} threads, torch {env['torch']}; "
+              "stages shared by several methods are counted in full for each).", "", table(header, body)]
+    if results.get("figures"):
+        lines += ["", "## Figures", ""]
+        lines += [f"![{name}]({file})" for name, file in results["figures"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(out_dir: str | Path) -> Path:
+    """Renders OUT/results.json into OUT/results.md; returns its path."""
+    out_dir = Path(out_dir)
+    path = out_dir / RESULTS_MD
+    atomic_write(path, render_markdown(read_json(out_dir / "results.json")))
+    return path
+
+
+# ---------------------------------------------------------------- figures
+
+def _sample_grid(cfg: CompareStage, seed_dir: Path, path: Path, image_shape) -> None:
+    from .compare import EVALUATION, load_samples
+    from .plots import plot_sample_grid
+
+    rows = read_json(seed_dir / EVALUATION)["rows"]
+    samples = load_samples(seed_dir)
+    columns: list[tuple[str, int]] = []
+    models: list[str] = []
+    for row in rows:
+        if row["kind"] == "reference":
+            continue
+        column = ("euler" if row["sampler"] == "one step" else row["sampler"], row["steps"])
+        if column not in columns:
+            columns.append(column)
+        if row["model"] not in models:
+            models.append(row["model"])
+    columns.sort(key=lambda column: (column[1], column[0] == "bezier"))
+    grid = {name: [None] * len(columns) for name in models}
+    for i, row in enumerate(rows):
+        if row["kind"] != "reference":
+            column = ("euler" if row["sampler"] == "one step" else row["sampler"], row["steps"])
+            grid[row["model"]][columns.index(column)] = samples[str(i)]
+    titles = ["1 step" if steps == 1 else f"{steps} steps, Bezier re-entry" if sampler == "bezier"
+              else f"{steps} {SAMPLERS[sampler]} steps" for sampler, steps in columns]
+    plot_sample_grid(list(grid.items()), titles, samples["reference"], path, image_shape)
+
+
+def _trajectory_panels(cfg: CompareStage, plan: dict, device: str) -> list[dict]:
+    from .compare import teacher_of
+
+    panels = []
+    paths = cfg.evaluate.figure_paths
+    for method in cfg.methods:
+        names = plan["methods"][method.name]
+        _, tensors = store.load(plan["paths"][names["data"]])
+        x0, x1 = tensors["x0"][:paths], tensors["x1"][:paths]
+        guides = tensors["guides"][:paths] if "guides" in tensors else None
+        polygon = torch.cat([x0[:, None], *([] if guides is None else [guides]), x1[:, None]], dim=1)
+        grid = torch.linspace(0, 1, 41)
+        curve = torch.stack([bk.bezier(x0, x1, t.expand(x0.shape[0]), guides, orders=(0,))[0] for t in grid], dim=1)
+        teacher, _ = load_model(plan["paths"][f"teacher-{teacher_of(method)}rf"], device)
+        _, teacher_states = solve_ode(teacher, x0.to(device), uniform_times(cfg.evaluate.reference_steps),
+                                      cfg.evaluate.reference_method, record=True)
+        student, _ = load_model(plan["paths"][names["student"]], device)
+        if names["guide_map"]:
+            guide_map, _ = load_model(plan["paths"][names["guide_map"]], device)
+            _, student_states = sample_on_bezier(student, x0.to(device), 2, guide_map, method.path_degree, record=True)
+        else:
+            _, student_states = solve_ode(student, x0.to(device), uniform_times(2), record=True)
+        panels.append({"title": method.name, "teacher": teacher_states.cpu(), "polygon": polygon, "curve": curve,
+                       "student": student_states.cpu()})
+    return panels
+
+
+def _loss_groups(cfg: CompareStage, plan: dict) -> dict:
+    groups = {"teachers": {}, "k-RF students": {}, "Bezier students": {}, "guide maps": {}}
+    for k in range(1, plan["levels"] + 1):
+        groups["teachers"][f"{k}-RF"] = read_log(plan["paths"][f"teacher-{k}rf"])
+    for method in cfg.methods:
+        names = plan["methods"][method.name]
+        group = "k-RF students" if method.kind == "reflow" else "Bezier students"
+        groups[group][method.name] = read_log(plan["paths"][names["student"]])
+        if names["guide_map"]:
+            groups["guide maps"][method.name] = read_log(plan["paths"][names["guide_map"]])
+    return {title: {name: [(e["step"], e["loss"]) for e in log] for name, log in runs.items()}
+            for title, runs in groups.items() if runs}
+
+
+def write_figures(cfg: CompareStage, plan: dict, out_dir: Path, seed_dir: Path, device: str) -> dict[str, str]:
+    """The figures of one seed's runs into OUT/figures; returns {name: path relative to OUT}."""
+    from .compare import load_samples
+    from .plots import plot_losses, plot_trajectories
+
+    figures = Path(out_dir) / FIGURES
+    figures.mkdir(parents=True, exist_ok=True)
+    _, target = resolve_pair(cfg.data)
+    written = {"samples": figures / "samples.png"}
+    _sample_grid(cfg, seed_dir, written["samples"], target.image_shape)
+    if target.dim == 2:
+        written["trajectories"] = figures / "trajectories.png"
+        plot_trajectories(_trajectory_panels(cfg, plan, device), load_samples(seed_dir)["reference"],
+                          written["trajectories"])
+    written["losses"] = figures / "losses.png"
+    plot_losses(_loss_groups(cfg, plan), written["losses"])
+    return {name: str(path.relative_to(out_dir)) for name, path in written.items()}
