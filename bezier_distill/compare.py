@@ -26,8 +26,9 @@ import platform
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from safetensors.torch import load_file, save
@@ -35,7 +36,8 @@ from tqdm.auto import tqdm
 
 from . import metrics, stages, store
 from .checkpoint import load_model
-from .config import CompareStage, DistillStage, GuidesStage, MethodConfig, ReflowStage, TeacherStage
+from .config import (CompareStage, DistillStage, GuideMapConfig, GuidesStage, MethodConfig, ReflowStage,
+                     TeacherStage)
 from .data import StoredPairs, derive_seed, resolve_pair, seeded_generator
 from .files import atomic_write, read_json, write_json
 from .samplers import evaluations, sample_on_bezier, solve_ode, uniform_times
@@ -85,27 +87,23 @@ def plan_seed(cfg: CompareStage, seed: int, seed_dir: Path, device: str, progres
     tasks: list[Task] = []
     path = {}
 
-    def add(name: str, kind: str, run: Callable[[], object], needs: list[str]) -> None:
+    def add(name: str, kind: str, stage: Callable, needs: list[str]) -> None:
+        """stage(out_dir, device, progress) runs the task into seed_dir/name."""
         path[name] = str(seed_dir / name)
-        tasks.append(Task(name, run, needs + [name], kind))
+        tasks.append(Task(name, partial(stage, path[name], device, progress), needs + [name], kind))
 
     def generate(name: str):
         return replace(cfg.generate, seed=generation_seed(seed, name))
 
     levels = max(k for m in cfg.methods for k in m.teacher_levels)
-    teacher_needs: dict[int, list[str]] = {}
-    for k in range(1, levels + 1):
-        name = f"teacher-{k}rf"
-        if k == 1:
-            stage = TeacherStage(data=cfg.data, model=cfg.model, train=replace(cfg.teacher, seed=seed))
-            run = lambda stage=stage, name=name: stages.train_teacher(stage, path[name], device, progress)  # noqa: E731
-            teacher_needs[k] = []
-        else:
-            stage = ReflowStage(teacher=path[f"teacher-{k - 1}rf"], coupling=generate(name),
-                                train=replace(cfg.reflow, seed=seed))
-            run = lambda stage=stage, name=name: stages.reflow(stage, path[name], device, progress)  # noqa: E731
-            teacher_needs[k] = teacher_needs[k - 1] + [f"teacher-{k - 1}rf"]
-        add(name, "teacher", run, teacher_needs[k])
+    teacher_needs: dict[int, list[str]] = {1: []}
+    add("teacher-1rf", "teacher", partial(stages.train_teacher, TeacherStage(
+        data=cfg.data, model=cfg.model, train=replace(cfg.teacher, seed=seed))), [])
+    for k in range(2, levels + 1):
+        teacher_needs[k] = teacher_needs[k - 1] + [f"teacher-{k - 1}rf"]
+        reflow = ReflowStage(teacher=path[f"teacher-{k - 1}rf"], coupling=generate(f"teacher-{k}rf"),
+                             train=replace(cfg.reflow, seed=seed))
+        add(f"teacher-{k}rf", "teacher", partial(stages.reflow, reflow), teacher_needs[k])
 
     methods = {}
     for index, method in enumerate(cfg.methods):
@@ -116,37 +114,33 @@ def plan_seed(cfg: CompareStage, seed: int, seed_dir: Path, device: str, progres
                                  generate=generate(data))
         else:
             data = f"guides-{slug(method, index)}"
-            teachers = [path[f"teacher-{k}rf"] for k in method.teachers]
-            guides = GuidesStage(method=method.maker, teachers=teachers, degree=method.degree,
-                                 guide_times=method.guide_times, generate=generate(data),
+            guides = GuidesStage(method=method.maker, teachers=[path[f"teacher-{k}rf"] for k in method.teachers],
+                                 degree=method.degree, guide_times=method.guide_times, generate=generate(data),
                                  endpoint_teacher=path[f"teacher-{method.endpoint}rf"] if method.endpoint else "")
         if data not in path:
-            add(data, "coupling" if method.kind == "reflow" else "guides",
-                lambda guides=guides, data=data: stages.make_guides(guides, path[data], device, progress), needs)
+            add(data, "coupling" if method.kind == "reflow" else "guides", partial(stages.make_guides, guides), needs)
         student = f"student-{slug(method, index)}"
         distill = DistillStage(pairs=path[data], model=cfg.model, train=replace(cfg.student, seed=seed),
                                init_from=path[f"teacher-{teacher_of(method)}rf"] if cfg.init_students else "")
-        add(student, "student", lambda distill=distill, student=student: stages.distill(
-            distill, path[student], device, progress), needs + [data])
+        add(student, "student", partial(stages.distill, distill), needs + [data])
         guide_map = None
         if method.kind == "bezier" and cfg.student.target == "endpoint":
             guide_map = f"guide-map-{slug(method, index)}"
-            add(guide_map, "guide_map", lambda data=data, guide_map=guide_map: train_guide_map(
-                cfg, path[data], path[guide_map], seed, device, progress), needs + [data])
+            add(guide_map, "guide_map", partial(train_guide_map, cfg.guide_map, path[data], seed), needs + [data])
         methods[method.name] = {"data": data, "student": student, "guide_map": guide_map}
     return tasks, {"paths": path, "methods": methods, "levels": levels}
 
 
-def train_guide_map(cfg: CompareStage, guides_dir: str, out_dir: str, seed: int, device: str, progress: bool):
+def train_guide_map(cfg: GuideMapConfig, guides_dir: str, seed: int, out_dir: str, device: str, progress: bool):
     """The guide map of samplers.sample_on_bezier, trained by the pipeline's loop on the stored control points:
     inputs the n-1 stacked copies of x0, target the flattened guides, target "endpoint" at t = 0."""
     manifest, tensors = store.load(guides_dir)
     inner = manifest["degree"] - 1
     pairs = StoredPairs(tensors["x0"].repeat(1, inner), tensors["guides"].flatten(1), None, seed)
-    train_cfg = replace(cfg.guide_map.train, seed=seed)
-    stages.record_config(out_dir, "guide_map", cfg.guide_map)
+    stages.record_config(out_dir, "guide_map", cfg)
     run_info = {"stage": "guide_map", "data": manifest["data"], "reflow": None, "pairs": guides_dir}
-    return train(train_cfg, cfg.guide_map.model, pairs, out_dir, run_info=run_info, device=device, progress=progress)
+    return train(replace(cfg.train, seed=seed), cfg.model, pairs, out_dir, run_info=run_info, device=device,
+                 progress=progress)
 
 
 # ---------------------------------------------------------------- running and costing the stages
@@ -208,62 +202,86 @@ class Row:
     nfe: int                      # network evaluations per sample (a guide map's evaluation counts as one)
     samples: torch.Tensor
     states: torch.Tensor | None = None
+    teacher: str | None = None    # the teacher whose map the model's samples should reproduce ("1-RF teacher")
     metrics: dict = field(default_factory=dict)
 
-    @property
-    def key(self) -> tuple[str, str, int]:
-        return self.model, self.sampler, self.steps
+
+class Job(NamedTuple):
+    """One model to sample: its row's name and kind, its run directory, and the sampler."""
+
+    model: str
+    kind: str
+    run: str
+    sampler: str                  # euler, heun, one step (a student's single step), bezier
+    steps: int
+    guide_map: str | None = None  # run directory of the guide map (sampler bezier)
+    degree: int = 1               # of the student's Bezier paths (sampler bezier)
+    teacher: str | None = None    # the teacher whose ODE map it distils or approximates (model name)
+
+
+def sampling_jobs(cfg: CompareStage, plan: dict) -> list[Job]:
+    """Every teacher at evaluate.steps (Euler) and at the reference; every student at evaluate.steps, at
+    N >= 2 both with the pipeline's Euler sampler and, for Bezier students, re-entering their path."""
+    evaluate, paths, steps = cfg.evaluate, plan["paths"], sorted(set(cfg.evaluate.steps))
+    jobs = []
+    for k in range(1, plan["levels"] + 1):
+        teacher, name = paths[f"teacher-{k}rf"], f"{k}-RF teacher"
+        jobs += [Job(name, "teacher", teacher, "euler", n, teacher=name) for n in steps]
+        jobs.append(Job(name, "teacher", teacher, evaluate.reference_method, evaluate.reference_steps))
+    for method in cfg.methods:
+        names = plan["methods"][method.name]
+        student, teacher = paths[names["student"]], f"{teacher_of(method)}-RF teacher"
+        for n in steps:
+            if n == 1:
+                jobs.append(Job(method.name, method.kind, student, "one step", 1, teacher=teacher))
+                continue
+            jobs.append(Job(method.name, method.kind, student, "euler", n, teacher=teacher))
+            if names["guide_map"]:
+                jobs.append(Job(method.name, method.kind, student, "bezier", n, paths[names["guide_map"]],
+                                method.path_degree, teacher))
+    return jobs
 
 
 def draw_rows(cfg: CompareStage, plan: dict, x0: torch.Tensor, target_sample: torch.Tensor, device: str,
               progress: bool) -> list[Row]:
-    """Samples of every teacher and student from the same x0 [n, D], plus the two reference rows."""
-    evaluate, paths = cfg.evaluate, plan["paths"]
+    """Samples of every job from the same x0 [n, D], after the two reference rows (x0 itself, and an
+    independent target sample: the metrics' noise floor)."""
     rows = [Row("source", "reference", "-", 0, 0, x0), Row("target", "reference", "-", 0, 0, target_sample)]
-    jobs = []
-    for k in range(1, plan["levels"] + 1):
-        for steps in sorted(set(evaluate.steps)):
-            jobs.append((f"{k}-RF teacher", "teacher", paths[f"teacher-{k}rf"], None, 1, "euler", steps))
-        jobs.append((f"{k}-RF teacher", "teacher", paths[f"teacher-{k}rf"], None, 1, evaluate.reference_method,
-                     evaluate.reference_steps))
-    for method in cfg.methods:
-        names = plan["methods"][method.name]
-        for steps in sorted(set(evaluate.steps)):
-            student, guide_map = paths[names["student"]], names["guide_map"] and paths[names["guide_map"]]
-            if steps == 1:
-                jobs.append((method.name, method.kind, student, None, 1, "one step", 1))
-                continue
-            jobs.append((method.name, method.kind, student, None, 1, "euler", steps))
-            if guide_map:
-                jobs.append((method.name, method.kind, student, guide_map, method.path_degree, "bezier", steps))
-    for name, kind, run, guide_run, degree, sampler, steps in tqdm(jobs, desc="sampling", unit="model",
-                                                                     disable=not progress, dynamic_ncols=True):
-        model, _ = load_model(run, device)
+    for job in tqdm(sampling_jobs(cfg, plan), desc="sampling", unit="model", disable=not progress,
+                    dynamic_ncols=True):
+        model, _ = load_model(job.run, device)
         start = x0.to(device)
-        if sampler == "bezier":
-            guide_map, _ = load_model(guide_run, device)
-            samples, states = sample_on_bezier(model, start, steps, guide_map, degree, record=True)
-            nfe = steps + 1
+        if job.sampler == "bezier":
+            guide_map, _ = load_model(job.guide_map, device)
+            samples, states = sample_on_bezier(model, start, job.steps, guide_map, job.degree, record=True)
+            nfe = job.steps + 1
         else:
-            method = "heun" if sampler == "heun" else "euler"
-            samples, states = solve_ode(model, start, uniform_times(steps), method, record=steps > 1)
-            nfe = evaluations(method, steps)
-        rows.append(Row(name, kind, sampler, steps, nfe, samples.cpu(), None if states is None else states.cpu()))
+            method = "heun" if job.sampler == "heun" else "euler"
+            samples, states = solve_ode(model, start, uniform_times(job.steps), method, record=job.steps > 1)
+            nfe = evaluations(method, job.steps)
+        rows.append(Row(job.model, job.kind, job.sampler, job.steps, nfe, samples.cpu(),
+                        None if states is None else states.cpu(), job.teacher))
     return rows
 
 
 def measure_rows(rows: list[Row], reference: torch.Tensor, cfg: CompareStage, seed: int, classifier, progress: bool):
-    """Fills each row's metrics against the reference target sample [n, D]."""
+    """Fills each row's metrics against the reference target sample [n, D], and a student's (or a teacher's
+    few-step) gap to its teacher: mean over the shared x0 of |x - x_teacher|^2, the teacher sampled with
+    the reference steps."""
     evaluate = cfg.evaluate
     directions = metrics.random_directions(evaluate.projections, reference.shape[1],
                                            seeded_generator(evaluate.seed, seed, 2))
     w2 = evaluate.w2_samples
+    references = {r.model: r.samples for r in rows
+                  if r.kind == "teacher" and (r.sampler, r.steps) == (evaluate.reference_method, evaluate.reference_steps)}
     for row in tqdm(rows, desc="metrics", unit="model", disable=not progress, dynamic_ncols=True):
         x = row.samples
         values = {"energy_distance": metrics.energy_distance(x, reference),
                   "mmd": metrics.mmd_rbf(x, reference),
                   "sliced_w2": metrics.sliced_wasserstein2(x, reference, directions=directions),
                   "w2": metrics.wasserstein2(x[:w2], reference[:w2])}
+        if row.teacher is not None:
+            values["teacher_gap"] = float((x.double() - references[row.teacher].double()).square().sum(1).mean())
         if row.states is not None:
             values["straightness"] = metrics.straightness(row.states, uniform_times(row.steps))
         if classifier is not None:

@@ -25,7 +25,7 @@ FIGURES = "figures"
 
 # metric key in results.json -> column title
 METRICS = {"energy_distance": "energy dist.", "mmd": "MMD²", "sliced_w2": "sliced W2", "w2": "W2",
-           "straightness": "straightness", "frechet": "FD (classifier)"}
+           "frechet": "FD (classifier)", "teacher_gap": "gap to teacher", "straightness": "straightness"}
 SAMPLERS = {"-": "-", "one step": "one step", "euler": "Euler", "heun": "Heun", "bezier": "Bezier re-entry"}
 
 
@@ -78,7 +78,7 @@ def render_markdown(results: dict) -> str:
     if results.get("classifier"):
         lines += ["", f"FD: Frechet distance in the features of a digits classifier with held-out accuracy "
                       f"{100 * results['classifier']['accuracy']:.1f}%."]
-    headline_metrics = [m for m in ("energy_distance", "w2", "frechet") if m in shown]
+    headline_metrics = [m for m in ("energy_distance", "w2", "frechet", "teacher_gap") if m in shown]
     header = ["method", "reflows", "path degree"] + [f"{METRICS[m]}, {s} step{'s' if s > 1 else ''}"
                                                       for m in headline_metrics for s in steps]
     body = []
@@ -100,8 +100,10 @@ def render_markdown(results: dict) -> str:
     lines += ["", "## Every sampled model", "",
               "NFE: network evaluations per sample (Bezier re-entry: the student's N plus one of its guide map). "
               "Euler (line re-entry) is the pipeline's N-step sampler of an endpoint student; for a Bezier student "
-              "it leaves the curve it was trained on. Straightness (Rectified Flow) along the sampler's own path "
-              "(0 for one step by definition, so not shown).", "", table(header, body)]
+              "it leaves the curve it was trained on. Gap to teacher: mean over the shared source points of "
+              "|x - x_teacher|², x_teacher from the teacher whose ODE made the student's targets (for a teacher, its "
+              "own many-step sample): how well the one map is distilled. Straightness (Rectified Flow) along the "
+              "sampler's own path (0 for one step by definition, so not shown).", "", table(header, body)]
 
     header = ["method", "reflows", "teacher evaluations", "teacher steps", "student steps", "guide-map steps",
               "wall time (s)"]

@@ -88,12 +88,29 @@ def test_results_hold_every_model_with_per_seed_values(comparison):
     for row in results["rows"]:
         assert set(row["metrics"]) >= {"energy_distance", "mmd", "sliced_w2", "w2"}
         assert ("straightness" in row["metrics"]) == (row["steps"] >= 2)
+        assert ("teacher_gap" in row["metrics"]) == (row["kind"] != "reference" and row["steps"] <= 2)
         for value in row["metrics"].values():
             assert len(value["values"]) == 2
             assert (value["mean"], value["std"]) == pytest.approx(stat(value["values"]), rel=1e-12, abs=1e-15)
     source = next(r for r in results["rows"] if r["model"] == "source")["metrics"]["energy_distance"]["mean"]
     target = next(r for r in results["rows"] if r["model"] == "target")["metrics"]["energy_distance"]["mean"]
     assert abs(target) < 0.2 * source  # the noise floor is far below the untransported source
+
+
+def test_gap_to_teacher_is_measured_on_the_shared_source_points(comparison):
+    """The stored samples of seed 0 reproduce the recorded gap: the 2-RF student against the 2-RF teacher's
+    6-step samples from the same x0, and a Bezier student on rf1 against the 1-RF teacher."""
+    from bezier_distill.compare import load_samples
+
+    seed_dir = comparison[0] / "seed-0"
+    rows = json.loads((seed_dir / "evaluation.json").read_text())["rows"]
+    samples = load_samples(seed_dir)
+    index = {(r["model"], r["sampler"], r["steps"]): i for i, r in enumerate(rows)}
+    for student, teacher in [(("2-RF", "one step", 1), "2-RF teacher"),
+                             (("Bezier fit n=2 (1-RF)", "bezier", 2), "1-RF teacher")]:
+        x, ref = samples[str(index[student])].double(), samples[str(index[(teacher, "euler", 6)])].double()
+        assert rows[index[student]]["metrics"]["teacher_gap"] == pytest.approx(
+            float((x - ref).square().sum(1).mean()), rel=1e-6)
 
 
 def test_costs_count_the_data_and_training_each_method_needs(comparison):
@@ -161,3 +178,21 @@ def test_bad_comparison_configs_are_one_line_errors_naming_the_field():
         load_stage("compare", {"compare": {"guide_map": {"train": {"time_sampling": "uniform"}}}})
     with pytest.raises(ConfigError, match=r"'compare.methods': needs methods with distinct names"):
         load_stage("compare", {"compare": {"methods": [{"name": "a"}, {"name": "a"}]}})
+
+
+def test_a_digits_comparison_reports_the_classifier_frechet_distance(tmp_path, monkeypatch):
+    from bezier_distill.compare import run_comparison
+
+    monkeypatch.setenv("BEZIER_DISTILL_CACHE", str(tmp_path / "cache"))
+    tiny = __import__("yaml").safe_load(TINY)["compare"]
+    tiny.update(data={"source": "normal", "target": "digits"}, seeds=[0],
+                methods=[{"name": "1-RF", "kind": "reflow"}, {"name": "Bezier", "kind": "bezier", "degree": 2}],
+                evaluate={**tiny["evaluate"], "reference_steps": 3})
+    results = run_comparison(load_stage("compare", {"compare": tiny}), tmp_path / "out", progress=False)
+    assert results["classifier"]["accuracy"] > 0.9 and results["data"]["dim"] == 64
+    assert all("frechet" in row["metrics"] for row in results["rows"])
+    frechet = {row["model"]: row["metrics"]["frechet"]["mean"] for row in results["rows"] if row["steps"] <= 1}
+    assert frechet["target"] < 0.2 * frechet["source"]
+    assert set(results["figures"]) == {"samples", "losses"}  # no 2-D trajectories for images
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "FD (classifier)" in markdown and f"{100 * results['classifier']['accuracy']:.1f}%" in markdown
