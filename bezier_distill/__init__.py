@@ -2,12 +2,13 @@
 
 Stages (see `bezier-distill --help` and bezier_distill.stages):
     teacher (1-RF) -> reflow (k-RF) -> guides (multi_teacher | fit) -> distill (student) -> sample
+and `compare`, which runs them all for Bezier and k-RF distillation and measures the students.
 
 Modules, one job each:
     config      dataclass configs, YAML/JSON loading, one-line errors naming the field
     data        source/target distributions (2-D toys, scikit-learn digits) and training pairs
     models      the MLP velocity network with a sinusoidal time embedding
-    samplers    Euler / Heun ODE solvers (batched, no grad)
+    samplers    Euler / Heun ODE solvers (batched, no grad); the Bezier re-entry sampler of endpoint students
     timesteps   training-time sampling: uniform, U-shaped, grid
     teachers    trained runs as ODEs
     guides      guide makers (multi_teacher, fit via fit_bezier; degree 1 = a coupling)
@@ -15,6 +16,9 @@ Modules, one job each:
     train       the training loop (one file, top to bottom)
     checkpoint  atomic safetensors + JSON checkpoints, exact resume
     stages/cli  the stages and the `bezier-distill` command
-    metrics     energy distance
+    metrics     energy distance, RBF MMD, sliced and exact W2, Frechet distance, straightness
+    classifier  the digits classifier whose features the digits' Frechet distance uses (cached)
+    compare     the comparison runner (`bezier-distill compare`): every method over seeds, with costs
+    report      results.md rendered from results.json, and the comparison's figures (plots)
 """
 __version__ = "0.1.0"
