@@ -36,7 +36,7 @@ def extensions():
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     sources = [os.path.join(CSRC, name) for name in ("module.cpp", "bezier_ops.cpp")]
-    cxx_flags = ["-O3", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    cxx_flags = ["-O3", "-g0", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     common = dict(include_dirs=[os.path.join(ROOT, CSRC)], extra_link_args=["-fopenmp"])
     if with_cuda():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)  # read by BuildExtension
