@@ -30,25 +30,37 @@ def with_cuda() -> bool:
     return os.environ.get("BEZIER_KERNELS_NO_CUDA") != "1" and torch.version.cuda is not None and CUDA_HOME is not None
 
 
+def cuda_extension(sources: list, cxx_flags: list):
+    """The extension with the CUDA kernels and their torch glue (build_info() reports cuda=True)."""
+    from torch.utils.cpp_extension import CUDAExtension
+
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)  # read by BuildExtension
+    cuda_sources = [os.path.join(CSRC, "bezier_cuda_ops.cpp")] + sorted(glob.glob(os.path.join(CSRC, "*.cu")))
+    return CUDAExtension(
+        "bezier_kernels._C",
+        sources + cuda_sources,
+        include_dirs=[os.path.join(ROOT, CSRC)],
+        extra_compile_args={"cxx": cxx_flags + ["-DBEZIER_WITH_CUDA"], "nvcc": ["-O3", "-lineinfo"]},
+        extra_link_args=["-fopenmp"],
+    )
+
+
 def extensions():
     if os.environ.get("BEZIER_KERNELS_NO_EXTENSION") == "1":
         return [], {}
-    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
 
     sources = [os.path.join(CSRC, name) for name in ("module.cpp", "bezier_ops.cpp")]
     cxx_flags = ["-O3", "-g0", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter"]
-    common = dict(include_dirs=[os.path.join(ROOT, CSRC)], extra_link_args=["-fopenmp"])
+    ext = CppExtension(
+        "bezier_kernels._C",
+        sources,
+        include_dirs=[os.path.join(ROOT, CSRC)],
+        extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=["-fopenmp"],
+    )
     if with_cuda():
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)  # read by BuildExtension
-        cuda_sources = [os.path.join(CSRC, "bezier_cuda_ops.cpp")] + sorted(glob.glob(os.path.join(CSRC, "*.cu")))
-        ext = CUDAExtension(
-            "bezier_kernels._C",
-            sources + cuda_sources,
-            extra_compile_args={"cxx": cxx_flags + ["-DBEZIER_WITH_CUDA"], "nvcc": ["-O3", "-lineinfo"]},
-            **common,
-        )
-    else:
-        ext = CppExtension("bezier_kernels._C", sources, extra_compile_args={"cxx": cxx_flags}, **common)
+        ext = cuda_extension(sources, cxx_flags)
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
