@@ -145,8 +145,13 @@ else:
     threads = "OpenMP" if BUILD_INFO["openmp"] else "single-threaded build (no OpenMP)"
     register_kernel_ops("cpp", _compiled_ops, ("cpu",), f"C++ CPU kernels, {threads}")
     if not BUILD_INFO["cuda"]:
-        cuda_reason = ("the extension was built without CUDA kernels (torch without CUDA, or no nvcc, "
-                       "at build time)")
+        if torch.version.cuda is None:
+            cuda_reason = (f"this torch ({torch.__version__}) has no CUDA support, so the extension was "
+                           "built without its CUDA kernels")
+        else:
+            cuda_reason = ("the extension was built without its CUDA kernels (nvcc not found, or "
+                           "BEZIER_KERNELS_NO_CUDA=1, at build time); rebuild with CUDA_HOME set: "
+                           "pip install --no-build-isolation -e .")
         cuda_devices: tuple[str, ...] = ()
     elif not torch.cuda.is_available():
         cuda_reason, cuda_devices = "CUDA kernels built, but no CUDA device is visible", ()

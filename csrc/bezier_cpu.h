@@ -231,9 +231,8 @@ void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
 
 // Per-sample loss, gradient scale and dloss/dt (see LossSample) from loss_forward's partials.
 template <typename Acc, typename ParallelFor>
-void loss_finish(Loss loss, double huber_c, int64_t B, int64_t D, const double* sq_partial,
-                 const double* rdt_partial, Acc* loss_out, Acc* scale_out, Acc* dt_out,
-                 ParallelFor&& parallel_for) {
+void loss_finish(const LossOutputs<Acc>& out, int64_t B, int64_t D, const double* sq_partial,
+                 const double* rdt_partial, ParallelFor&& parallel_for) {
   const int64_t per_sample = Tiling(B, D).tiles_per_sample;
   parallel_for(0, B, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
@@ -242,10 +241,7 @@ void loss_finish(Loss loss, double huber_c, int64_t B, int64_t D, const double* 
         sq += sq_partial[b * per_sample + j];
         rdt += rdt_partial[b * per_sample + j];
       }
-      const LossSample r = finish_loss(loss, D, huber_c, sq, rdt);
-      loss_out[b] = static_cast<Acc>(r.loss);
-      scale_out[b] = static_cast<Acc>(r.scale);
-      dt_out[b] = static_cast<Acc>(r.dt);
+      out.write(b, D, sq, rdt);
     }
   });
 }
