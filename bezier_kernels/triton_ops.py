@@ -28,7 +28,8 @@ op of moderate size in eager mode; so the prologue is a kernel, checked against 
 by tests/test_triton.py.
 
 Kernel variants (constexprs; the degree is a runtime loop bound): the tile, BLOCK_D = next power
-of two of D capped at _TILE with BLOCK_B = _TILE // BLOCK_D (11 shapes), and per dtype at most
+of two of D capped at _TILE with BLOCK_B = _TILE // BLOCK_D capped at _MAX_BLOCK_B (11 shapes),
+and per dtype at most
     path_fwd   11 tiles x 3 order counts                                    = 33
     path_bwd   11 tiles x 3 order counts x 3 (points, t, both)              = 99
     loss_fwd   2 targets x (11 tiles x 2 losses finishing in-kernel + 1 tile with partials) = 46
@@ -65,6 +66,9 @@ INTERPRETED = bool(triton.knobs.runtime.interpret)
 
 # Control-point elements a program reads per point: BLOCK_B * BLOCK_D (4 warps: 8 per thread).
 _TILE = 1024
+# At most this many samples per program: taller tiles of a few features only add registers (per
+# sample weights and offsets; 244 instead of 61 for the float16 backward at D = 2, ptxas sm_90).
+_MAX_BLOCK_B = 128
 _NUM_WARPS = 4
 # Weights prologue: BLOCK_B * BLOCK_N points per program, times 16 (order, tap) pairs in float64.
 _WEIGHTS_TILE = 128
@@ -80,8 +84,8 @@ _MAX_ORDER = tl.constexpr(3)
 # ----------------------------------------------------------------------------- kernels
 # Control point i is x0 (i = 0), x1 (i = degree) or guide i - 1: a point loop selects its base
 # pointer and batch stride by scalar selects (no branch, the same code for every point; pointer
-# tiles are built per point, not kept live, to save registers) and moves the weight pointers on
-# by B. Jitted helpers are called per tile, never per point: the Triton interpreter, which runs
+# tiles are built per point, not kept live, to save registers) and moves the scalar weight
+# offsets on by B. Jitted helpers are called per tile, never per point: the Triton interpreter, which runs
 # every kernel in CI, pays milliseconds per helper call.
 @triton.jit
 def _bernstein_weights_kernel(t_ptr, w_ptr, B, degree, first_order, count, power_bits,
@@ -141,9 +145,10 @@ def _combine_points(x0_ptr, x1_ptr, guides_ptr, w_ptr, rows, cols, mask, B, degr
     [1, BLOCK_D]): acc_k = sum_i w[row_k, i, b] * P_i[b, d] for k < NUM_ORDERS (zeros beyond),
     in ACC; also returns the last point, x1."""
     row_mask = rows < B
-    w0 = w_ptr + tl.cast(row0 * (degree + 1), tl.int64) * B + rows  # weights of point 0; + B per point
-    w1 = w_ptr + tl.cast(row1 * (degree + 1), tl.int64) * B + rows
-    w2 = w_ptr + tl.cast(row2 * (degree + 1), tl.int64) * B + rows
+    weights = w_ptr + rows  # + (row * (n+1) + point) * B: the samples' weights of a point
+    w0 = tl.cast(row0 * (degree + 1), tl.int64) * B  # offsets of point 0's weights; + B per point
+    w1 = tl.cast(row1 * (degree + 1), tl.int64) * B
+    w2 = tl.cast(row2 * (degree + 1), tl.int64) * B
     acc0 = tl.zeros([BLOCK_B, BLOCK_D], ACC)
     acc1 = tl.zeros([BLOCK_B, BLOCK_D], ACC)
     acc2 = tl.zeros([BLOCK_B, BLOCK_D], ACC)
@@ -154,13 +159,13 @@ def _combine_points(x0_ptr, x1_ptr, guides_ptr, w_ptr, rows, cols, mask, B, degr
         base = tl.where(first, x0_ptr, tl.where(last, x1_ptr, guides_ptr + tl.cast(point - 1, tl.int64) * guides_point_stride))
         stride = tl.where(first, x0_stride, tl.where(last, x1_stride, guides_stride))
         p = tl.load(base + rows * stride + cols, mask=mask, other=0.0).to(ACC)
-        acc0 = tl.fma(tl.load(w0, mask=row_mask, other=0.0), p, acc0)
+        acc0 = tl.fma(tl.load(weights + w0, mask=row_mask, other=0.0), p, acc0)
         w0 += B
         if NUM_ORDERS > 1:
-            acc1 = tl.fma(tl.load(w1, mask=row_mask, other=0.0), p, acc1)
+            acc1 = tl.fma(tl.load(weights + w1, mask=row_mask, other=0.0), p, acc1)
             w1 += B
         if NUM_ORDERS > 2:
-            acc2 = tl.fma(tl.load(w2, mask=row_mask, other=0.0), p, acc2)
+            acc2 = tl.fma(tl.load(weights + w2, mask=row_mask, other=0.0), p, acc2)
             w2 += B
     return acc0, acc1, acc2, p
 
@@ -216,17 +221,18 @@ def _path_bwd_kernel(x0_ptr, x1_ptr, guides_ptr, w_ptr, g0_ptr, g1_ptr, g2_ptr,
         if NUM_ORDERS > 2:
             g2 = tl.load(g2_ptr + rows * g2_stride + cols, mask=mask, other=0.0).to(ACC)
         if POINTS_GRAD:  # the gradients are contiguous: batch stride D (x0, x1) or (n-1) D (guides)
-            w0 = w_ptr + tl.cast(row0 * (degree + 1), tl.int64) * B + rows  # weights of point 0; + B per point
-            w1 = w_ptr + tl.cast(row1 * (degree + 1), tl.int64) * B + rows
-            w2 = w_ptr + tl.cast(row2 * (degree + 1), tl.int64) * B + rows
+            weights = w_ptr + rows  # as in _combine_points
+            w0 = tl.cast(row0 * (degree + 1), tl.int64) * B
+            w1 = tl.cast(row1 * (degree + 1), tl.int64) * B
+            w2 = tl.cast(row2 * (degree + 1), tl.int64) * B
             for point in range(0, degree + 1):
-                grad = tl.load(w0, mask=row_mask, other=0.0) * g0
+                grad = tl.load(weights + w0, mask=row_mask, other=0.0) * g0
                 w0 += B
                 if NUM_ORDERS > 1:
-                    grad = tl.fma(tl.load(w1, mask=row_mask, other=0.0), g1, grad)
+                    grad = tl.fma(tl.load(weights + w1, mask=row_mask, other=0.0), g1, grad)
                     w1 += B
                 if NUM_ORDERS > 2:
-                    grad = tl.fma(tl.load(w2, mask=row_mask, other=0.0), g2, grad)
+                    grad = tl.fma(tl.load(weights + w2, mask=row_mask, other=0.0), g2, grad)
                     w2 += B
                 first = point == 0
                 last = point == degree
@@ -324,9 +330,9 @@ _TRITON_DTYPE = {torch.float32: tl.float32, torch.float64: tl.float64}
 
 
 def _tile(num_features: int) -> tuple[int, int]:
-    """(BLOCK_B, BLOCK_D): a program covers BLOCK_B samples by BLOCK_D features, _TILE elements."""
+    """(BLOCK_B, BLOCK_D): a program covers BLOCK_B samples by BLOCK_D features, up to _TILE elements."""
     block_d = min(triton.next_power_of_2(max(int(num_features), 1)), _TILE)
-    return _TILE // block_d, block_d
+    return min(_TILE // block_d, _MAX_BLOCK_B), block_d
 
 
 def _weights_block(degree: int) -> tuple[int, int]:
@@ -383,7 +389,7 @@ def _bernstein_weights(t64: Tensor, degree: int, first_order: int, count: int, d
 
 def triton_path_fwd(x0: Tensor, x1: Tensor, guides: Optional[Tensor], t: Tensor, orders: list[int]) -> list[Tensor]:
     B, D, degree = _check_points(x0, x1, guides, t)
-    orders = _validate.check_orders(orders)
+    orders = _validate.check_orders([int(k) for k in orders])  # concrete even where tracing made SymInts
     outputs = [torch.empty((B, D), dtype=x0.dtype, device=x0.device) for _ in orders]
     block_b, block_d, sample_programs, feature_programs = _grid(B, D)
     if sample_programs == 0 or feature_programs == 0:
@@ -405,7 +411,7 @@ def triton_path_fwd(x0: Tensor, x1: Tensor, guides: Optional[Tensor], t: Tensor,
 def triton_path_bwd(grads: list[Tensor], x0: Tensor, x1: Tensor, guides: Optional[Tensor], t: Tensor,
                     orders: list[int], points_grad: bool, t_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     B, D, degree = _check_points(x0, x1, guides, t)
-    orders = _validate.check_orders(orders)
+    orders = _validate.check_orders([int(k) for k in orders])
     if len(grads) != len(orders) or any(g.shape != (B, D) or g.dtype != x0.dtype for g in grads):
         raise ValueError(f"grads must be one [B, D] = [{B}, {D}] tensor in x0's dtype per order")
     grads = [g if D <= 1 or g.stride(1) == 1 else g.contiguous() for g in grads]

@@ -83,13 +83,14 @@ class CompileInsteadOfLaunch:
         return compile_for_target
 
 
-# (name, dtype, B, D, degree, orders, launches): the bandwidth case (contiguous float32, strides
-# divisible by 16), half precision with odd D and several samples per program, float64 at the
-# highest degree.
+# (name, dtype, B, D, degree, orders, launches), t in the points' dtype: the bandwidth case
+# (contiguous float32, strides divisible by 16), half precision with odd D and several samples
+# per program, float64 at the highest degree, and the straight line with two features.
 CASES = [
     ("float32-contiguous", torch.float32, 64, 4096, 3, [0, 1], ("fwd", "bwd", "bwd_points", "bwd_t", "loss_velocity")),
     ("bfloat16-odd", torch.bfloat16, 6, 37, 5, [0, 1, 2], ("fwd", "bwd", "loss_endpoint")),
     ("float64-degree64", torch.float64, 3, 1029, 64, [2], ("fwd", "bwd")),
+    ("float16-line", torch.float16, 300, 2, 1, [1, 0], ("fwd", "bwd", "loss_velocity")),
 ]
 case_name = ""
 
@@ -101,7 +102,7 @@ def main() -> None:
     for case_name, dtype, batch, features, degree, orders, launches in CASES:
         points = torch.randn(batch, degree + 1, features).to(dtype)
         x0, x1, guides = points[:, 0], points[:, degree], points[:, 1:degree] if degree > 1 else None
-        t, pred = torch.rand(batch), torch.randn(batch, features).to(dtype)
+        t, pred = torch.rand(batch).to(dtype), torch.randn(batch, features).to(dtype)
         grads = [torch.randn(batch, features).to(dtype) for _ in orders]
         run = {
             "fwd": lambda: triton_ops.triton_path_fwd(x0, x1, guides, t, orders),
