@@ -326,6 +326,9 @@ def _loss_finish_kernel(sq_partial_ptr, rdt_partial_ptr, loss_ptr, scale_ptr, dt
 
 
 # ----------------------------------------------------------------------------- launchers
+# Pointer arguments a launch does not use get a tensor that kernel only reads, never one it writes:
+# under torch.compile each mutable argument becomes its own functional copy, and a written tensor
+# passed twice could come back as its unwritten copy.
 _TRITON_DTYPE = {torch.float32: tl.float32, torch.float64: tl.float64}
 
 
@@ -399,7 +402,7 @@ def triton_path_fwd(x0: Tensor, x1: Tensor, guides: Optional[Tensor], t: Tensor,
     with _device(x0):
         w = _bernstein_weights(t.to(torch.float64).contiguous(), degree, first, max(orders) - first + 1, acc)
         weight_rows = [k - first for k in orders] + [0] * (3 - len(orders))
-        out = outputs + [outputs[0]] * (3 - len(orders))  # unused slots repeat a pointer
+        out = outputs + [x0] * (3 - len(orders))  # unused slots: a tensor the kernel only reads
         x0_, x1_, guides_, *strides = _point_args(x0, x1, guides, degree)
         wrap_triton(_path_fwd_kernel)[(sample_programs, feature_programs)](
             x0_, x1_, guides_, w, *out, B, D, degree, *strides,

@@ -99,30 +99,62 @@ def _compiled_triton_env() -> dict:
 
 
 def test_registration_without_gpu_or_interpreter():
-    """Without CUDA and without TRITON_INTERPRET the ops are still registered, as triton_op with the
-    shared fake kernels and with every kernel visible to torch.compile; the backend says why it is off."""
+    """Without CUDA and without TRITON_INTERPRET the ops are registered as on a GPU: triton_op with
+    the shared fake kernels and every kernel found for torch.compile's cache keys, and
+    torch.compile(fullgraph=True, dynamic=True) traces through their bodies to the kernels (the
+    graph is not run: there is no GPU). The backend says why it is off."""
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA")
-    # OPDEFS and get_triton_kernels_for_op are torch's own records of custom ops and of the kernels
-    # triton_op found in their bodies (those feed torch.compile's cache keys)
+    # OPDEFS and get_triton_kernels_for_op are torch's records of custom ops and of the kernels
+    # triton_op found in their bodies
     code = """
 import torch, bezier_kernels as bk
-from bezier_kernels import ops
+from bezier_kernels import backends, ops
+from torch._functorch.aot_autograd import aot_module_simplified
+from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
 from torch._library.custom_ops import OPDEFS
 from torch._library.triton import get_triton_kernels_for_op
 info = bk.available_backends()["triton"]
 assert not info.available and "TRITON_INTERPRET=1" in info.reason, info
 fakes = {"triton_path_fwd": ops._path_fwd_fake, "triton_path_bwd": ops._path_bwd_fake, "triton_loss_fwd": ops._loss_fwd_fake}
-kernels = set()
+found = set()
 for name, fake in fakes.items():
     assert OPDEFS["bezier_kernels::" + name]._abstract_fn is fake, name
-    kernels |= {k.fn.__name__ for k in get_triton_kernels_for_op("bezier_kernels::" + name)}
-print(" ".join(sorted(kernels)))
+    found |= {k.fn.__name__ for k in get_triton_kernels_for_op("bezier_kernels::" + name)}
+print("found", *sorted(found))
+
+class Traced(Exception):
+    pass
+
+def backend(gm, example_inputs):
+    def compiler(graph, inputs):
+        launched = [kernel_side_table.get_kernel(node.kwargs["kernel_idx"]).fn.__name__
+                    for node in graph.graph.nodes if "triton_kernel_wrapper" in str(node.target)]
+        symbolic = [node for node in graph.graph.nodes if node.op == "placeholder" and not hasattr(node.meta.get("val"), "shape")]
+        print("traced", len(symbolic) > 0, *launched)
+        raise Traced
+    return aot_module_simplified(gm, example_inputs, fw_compiler=compiler)
+
+kernels = backends.kernel_ops("triton")
+def step(x0, x1, guides, t, pred):
+    pos, vel = kernels.path_fwd(x0, x1, guides, t, [0, 1])
+    loss = kernels.loss_fwd(pred, x0, x1, guides, t, "endpoint", "pseudo_huber", 0.3)[0]
+    return loss, kernels.path_bwd([pos, vel], x0, x1, guides, t, [0, 1], True, True)
+
+P = torch.randn(6, 4, 3000)
+try:
+    torch.compile(step, backend=backend, fullgraph=True, dynamic=True)(P[:, 0], P[:, 3], P[:, 1:3], torch.rand(6), torch.randn(6, 3000))
+except Exception as error:
+    assert "Traced" in repr(error), error
 """
     run = subprocess.run([sys.executable, "-c", code], env=_compiled_triton_env(), capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["_bernstein_weights_kernel", "_loss_finish_kernel", "_loss_fwd_kernel",
-                                  "_path_bwd_kernel", "_path_fwd_kernel"]
+    assert run.returncode == 0, run.stderr[-4000:]
+    lines = {line.split()[0]: line.split()[1:] for line in run.stdout.splitlines()}
+    assert lines["found"] == ["_bernstein_weights_kernel", "_loss_finish_kernel", "_loss_fwd_kernel",
+                              "_path_bwd_kernel", "_path_fwd_kernel"]
+    assert lines["traced"] == ["True", "_bernstein_weights_kernel", "_path_fwd_kernel", "_bernstein_weights_kernel",
+                               "_loss_fwd_kernel", "_loss_finish_kernel", "_bernstein_weights_kernel",
+                               "_path_bwd_kernel"]
 
 
 @pytest.mark.slow
