@@ -41,8 +41,11 @@ ctest:
 check-cuda: setup
 	$(PY) csrc/check_cuda.py
 
+# Without a CUDA device the Triton backend runs in the Triton interpreter (CPU tensors, float32 and
+# float64), so CI exercises its kernels too; with one, the kernels run on the GPU.
 test-python: setup
-	$(PY) -m pytest -q -ra tests
+	TRITON_INTERPRET=$$($(PY) -c "import torch; print(int(not torch.cuda.is_available()))") \
+	  $(PY) -m pytest -q -ra tests
 
 # The test command: C++ unit tests of the torch-free core, the CUDA compile check, then the
 # Python suite.
