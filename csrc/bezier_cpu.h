@@ -169,11 +169,12 @@ void reduce_tile_partials(const double* partial, int64_t B, int64_t D, double* o
 // Fused loss forward, one pass over the control points and pred:
 //   velocity: r = pred - B'(t),               dr/dt = -B''(t)
 //   endpoint: r = B(t) + (1 - t) pred - x1,   dr/dt = B'(t) - pred
-// writes r to resid ([B, D] contiguous) and per-tile float64 sums of r^2 and r * dr/dt.
+// writes out_scale[b] * r (r itself when out_scale is null) to out ([B, D] contiguous) and
+// per-tile float64 sums of r^2 and r * dr/dt.
 template <typename T, typename Acc, Target target, typename ParallelFor>
 void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, int64_t D,
-                  const T* pred, int64_t pred_batch_stride, T* resid, double* sq_partial,
-                  double* rdt_partial, ParallelFor&& parallel_for) {
+                  const T* pred, int64_t pred_batch_stride, const double* out_scale, T* resid,
+                  double* sq_partial, double* rdt_partial, ParallelFor&& parallel_for) {
   const Tiling tiling(B, D);
   BinomialRows rows;
   fill_binomial_rows(P.degree, rows);
@@ -202,12 +203,13 @@ void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
       }
       const T* __restrict__ pr = pred + b * pred_batch_stride + d0;
       T* __restrict__ out = resid + b * D + d0;
+      const Acc mult = out_scale ? static_cast<Acc>(out_scale[b]) : Acc(1);
       Acc sq = Acc(0), rdt = Acc(0);
       if (target == Target::kVelocity) {
 #pragma omp simd reduction(+ : sq, rdt)
         for (int64_t d = 0; d < len; ++d) {
           const Acc r = static_cast<Acc>(pr[d]) - acc[0][d];
-          out[d] = static_cast<T>(r);
+          out[d] = static_cast<T>(mult * r);
           sq += r * r;
           rdt -= r * acc[1][d];
         }
@@ -218,7 +220,7 @@ void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
         for (int64_t d = 0; d < len; ++d) {
           const Acc v = static_cast<Acc>(pr[d]);
           const Acc r = acc[0][d] + one_minus_t * v - static_cast<Acc>(x1[d]);
-          out[d] = static_cast<T>(r);
+          out[d] = static_cast<T>(mult * r);
           sq += r * r;
           rdt += r * (acc[1][d] - v);
         }

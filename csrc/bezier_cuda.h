@@ -38,12 +38,12 @@ cudaError_t path_backward(const ControlPoints<const T>& P, Times t, int64_t B, i
                           int count, const T* const* grad, const ControlPoints<T>* grad_points, double* grad_t,
                           const Workspace& workspace, const Launch& launch);
 
-// Fused loss forward (bezier_cpu.h loss_forward + loss_finish): writes the residual r to resid
-// ([B, D] contiguous) and each sample's loss, scale (dl/dr = scale * r) and dloss/dt to out.
+// Fused loss forward (bezier_cpu.h loss_forward + loss_finish): writes out_scale[b] * r (r when
+// out_scale is null) to resid ([B, D] contiguous) and each sample's loss, scale and dloss/dt to out.
 template <typename T>
 cudaError_t loss_forward(const ControlPoints<const T>& P, Times t, int64_t B, int64_t D, Target target,
-                         const T* pred, int64_t pred_batch_stride, T* resid, const LossOutputs<acc_t<T>>& out,
-                         const Workspace& workspace, const Launch& launch);
+                         const T* pred, int64_t pred_batch_stride, const double* out_scale, T* resid,
+                         const LossOutputs<acc_t<T>>& out, const Workspace& workspace, const Launch& launch);
 
 }  // namespace gpu
 }  // namespace bezier

@@ -14,15 +14,15 @@ template <typename T, Target target, int V>
 __global__ void __launch_bounds__(kThreads)
     loss_forward_kernel(const ControlPoints<const T> P, const Times t, const RowTiling tiling,
                         const BinomialRows rows, const OrderList orders, const T* pred, int64_t pred_batch_stride,
-                        T* resid, const LossOutputs<acc_t<T>> out, double* partial) {
+                        const double* out_scale, T* resid, const LossOutputs<acc_t<T>> out, double* partial) {
   using Acc = acc_t<T>;
   const ThreadTile me = thread_tile(tiling);
   const Acc* w = stage_weights<Acc>(tiling, me, rows, orders, t);
   Acc sums[2] = {Acc(0), Acc(0)};
   const int64_t b = tiling.sample(me.tile);
   if (me.active)
-    loss_forward_thread<T, target, V>(tiling, me.tile, me.lane, P, w, t[b], pred, pred_batch_stride, resid, sums[0],
-                                      sums[1]);
+    loss_forward_thread<T, target, V>(tiling, me.tile, me.lane, P, w, t[b], pred, pred_batch_stride,
+                                      out_scale ? static_cast<Acc>(out_scale[b]) : Acc(1), resid, sums[0], sums[1]);
   group_sum(sums, tiling.group);
   if (!me.active || me.lane != 0) return;
   if (tiling.tiles_per_row == 1) {
@@ -46,8 +46,8 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename T>
 cudaError_t loss_forward(const ControlPoints<const T>& P, Times t, int64_t B, int64_t D, Target target,
-                         const T* pred, int64_t pred_batch_stride, T* resid, const LossOutputs<acc_t<T>>& out,
-                         const Workspace& workspace, const Launch& launch) {
+                         const T* pred, int64_t pred_batch_stride, const double* out_scale, T* resid,
+                         const LossOutputs<acc_t<T>>& out, const Workspace& workspace, const Launch& launch) {
   if (B == 0) return cudaSuccess;
   // weight rows: the order of the residual, then the order of its t-derivative
   const OrderList list = target == Target::kVelocity ? OrderList().push(1).push(2) : OrderList().push(0).push(1);
@@ -62,7 +62,7 @@ cudaError_t loss_forward(const ControlPoints<const T>& P, Times t, int64_t B, in
           tiling, 2, workspace,
           [&](double* partial) {
             return launch_tiles(loss_forward_kernel<T, decltype(target_constant)::value, v>, tiling, launch, P, t,
-                                tiling, rows, list, pred, pred_batch_stride, resid, out, partial);
+                                tiling, rows, list, pred, pred_batch_stride, out_scale, resid, out, partial);
           },
           [&](double* partial) { return launch_per_sample(loss_finish_kernel<acc_t<T>>, B, launch, partial, tiling, out); });
     });
@@ -73,7 +73,8 @@ cudaError_t loss_forward(const ControlPoints<const T>& P, Times t, int64_t B, in
 
 #define BEZIER_INSTANTIATE(T)                                                                                    \
   template cudaError_t loss_forward<T>(const ControlPoints<const T>&, Times, int64_t, int64_t, Target, const T*, \
-                                       int64_t, T*, const LossOutputs<acc_t<T>>&, const Workspace&, const Launch&);
+                                       int64_t, const double*, T*, const LossOutputs<acc_t<T>>&, const Workspace&, \
+                                       const Launch&);
 BEZIER_FOR_EACH_SCALAR(BEZIER_INSTANTIATE)
 #undef BEZIER_INSTANTIATE
 

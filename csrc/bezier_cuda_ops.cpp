@@ -113,9 +113,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> path_bwd_cuda(
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cuda(
     const at::Tensor& pred, const at::Tensor& x0, const at::Tensor& x1, const std::optional<at::Tensor>& guides,
-    const at::Tensor& t, c10::string_view target, c10::string_view loss, double huber_c) {
+    const at::Tensor& t, const at::Tensor& row_weight, const std::optional<at::Tensor>& out_scale,
+    c10::string_view target, c10::string_view loss, double huber_c) {
   const auto shape = check_control_points(x0, x1, guides, t);
   check_pred(pred, x0, shape);
+  const LossFactors factors = check_loss_factors(row_weight, out_scale, x0, shape);
   const Target tgt = parse_target(target);
   const Loss kind = parse_loss(loss);
   const c10::cuda::CUDAGuard device_guard(x0.device());
@@ -128,8 +130,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cuda(
     static_assert(std::is_same_v<Acc, gpu::acc_t<T>>, "per-sample outputs in the accumulation type");
     C10_CUDA_CHECK(gpu::loss_forward<T>(
         retype<const T>(control_points<scalar_t>(x0, x1, guides, shape.degree)), times, shape.batch, shape.features,
-        tgt, reinterpret_cast<const T*>(pred.const_data_ptr<scalar_t>()), pred.stride(0),
-        reinterpret_cast<T*>(out.resid.mutable_data_ptr<scalar_t>()), loss_outputs<Acc>(out, kind, huber_c),
+        tgt, reinterpret_cast<const T*>(pred.const_data_ptr<scalar_t>()), pred.stride(0), factors.out_scale,
+        reinterpret_cast<T*>(out.resid.mutable_data_ptr<scalar_t>()), loss_outputs<Acc>(out, kind, huber_c, factors),
         workspace_for(x0, scratch), current_launch()));
   });
   return {out.loss, out.resid, out.scale, out.dt};

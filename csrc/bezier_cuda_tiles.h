@@ -270,11 +270,11 @@ BZ_HD acc_t<T> path_backward_thread(const RowTiling& tiling, int64_t tile, int l
 // Sums of the fused loss over one thread's chunks (see bezier_cpu.h loss_forward):
 //   velocity: r = pred - B'(t),             dr/dt = -B''(t)     (w rows: orders 1, 2)
 //   endpoint: r = B(t) + (1 - t) pred - x1, dr/dt = B'(t) - pred (w rows: orders 0, 1)
-// writes r to resid ([B, D] contiguous) and adds sum r^2 to sq and sum r dr/dt to rdt.
+// writes out_mult * r to resid ([B, D] contiguous) and adds sum r^2 to sq and sum r dr/dt to rdt.
 template <typename T, Target target, int V>
 BZ_HD void loss_forward_thread(const RowTiling& tiling, int64_t tile, int lane, const ControlPoints<const T>& P,
-                               const acc_t<T>* w, double t, const T* pred, int64_t pred_batch_stride, T* resid,
-                               acc_t<T>& sq, acc_t<T>& rdt) {
+                               const acc_t<T>* w, double t, const T* pred, int64_t pred_batch_stride,
+                               acc_t<T> out_mult, T* resid, acc_t<T>& sq, acc_t<T>& rdt) {
   using Acc = acc_t<T>;
   const int n = P.degree;
   const int64_t b = tiling.sample(tile), D = tiling.features, end = tiling.chunk_end(tile);
@@ -300,6 +300,7 @@ BZ_HD void loss_forward_thread(const RowTiling& tiling, int64_t tile, int lane, 
         rdt += r[e] * (acc[1][e] - p[e]);
       }
       sq += r[e] * r[e];
+      r[e] *= out_mult;
     }
     store_chunk<V>(resid + b * D + d, left, r);
   }

@@ -74,6 +74,17 @@ void check_pred(const at::Tensor& pred, const at::Tensor& x0, const ControlPoint
               "bezier_kernels: pred must be [B, D] like x0, with unit feature stride");
 }
 
+LossFactors check_loss_factors(const at::Tensor& row_weight, const std::optional<at::Tensor>& out_scale,
+                               const at::Tensor& x0, const ControlPointsShape& shape) {
+  auto check = [&](const at::Tensor& v, const char* name) {
+    TORCH_CHECK(v.dim() == 1 && v.size(0) == shape.batch && v.scalar_type() == at::kDouble &&
+                    v.device() == x0.device() && v.is_contiguous(),
+                "bezier_kernels: ", name, " must be a contiguous float64 [B] tensor on x0's device");
+    return v.const_data_ptr<double>();
+  };
+  return {check(row_weight, "row_weight"), out_scale.has_value() ? check(*out_scale, "out_scale") : nullptr};
+}
+
 std::vector<at::Tensor> check_grads(at::TensorList grads, const at::Tensor& x0, const ControlPointsShape& shape,
                                     size_t count) {
   TORCH_CHECK(grads.size() == count, "bezier_kernels: one grad per order");
@@ -158,10 +169,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> path_bwd_cpu(
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cpu(
     const at::Tensor& pred, const at::Tensor& x0, const at::Tensor& x1,
-    const std::optional<at::Tensor>& guides, const at::Tensor& t, c10::string_view target,
-    c10::string_view loss, double huber_c) {
+    const std::optional<at::Tensor>& guides, const at::Tensor& t, const at::Tensor& row_weight,
+    const std::optional<at::Tensor>& out_scale, c10::string_view target, c10::string_view loss, double huber_c) {
   const auto shape = check_control_points(x0, x1, guides, t);
   check_pred(pred, x0, shape);
+  const LossFactors factors = check_loss_factors(row_weight, out_scale, x0, shape);
   const Target tgt = parse_target(target);
   const Loss kind = parse_loss(loss);
   const int64_t B = shape.batch, D = shape.features;
@@ -178,14 +190,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cpu(
     const auto P = control_points<scalar_t>(x0, x1, guides, shape.degree);
     auto run = [&](auto target_constant) {
       cpu::loss_forward<scalar_t, Acc, decltype(target_constant)::value>(
-          P, t64.const_data_ptr<double>(), B, D, pred.const_data_ptr<scalar_t>(), pred.stride(0),
+          P, t64.const_data_ptr<double>(), B, D, pred.const_data_ptr<scalar_t>(), pred.stride(0), factors.out_scale,
           out.resid.mutable_data_ptr<scalar_t>(), sq_partial, rdt_partial, at_parallel_for);
     };
     if (tgt == Target::kVelocity)
       run(std::integral_constant<Target, Target::kVelocity>{});
     else
       run(std::integral_constant<Target, Target::kEndpoint>{});
-    cpu::loss_finish(loss_outputs<Acc>(out, kind, huber_c), B, D, sq_partial, rdt_partial, at_parallel_for);
+    cpu::loss_finish(loss_outputs<Acc>(out, kind, huber_c, factors), B, D, sq_partial, rdt_partial, at_parallel_for);
   });
   return {out.loss, out.resid, out.scale, out.dt};
 }
@@ -200,7 +212,8 @@ TORCH_LIBRARY(bezier_kernels, m) {
       "path_bwd(Tensor[] grads, Tensor x0, Tensor x1, Tensor? guides, Tensor t, int[] orders, "
       "bool points_grad, bool t_grad) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
-      "loss_fwd(Tensor pred, Tensor x0, Tensor x1, Tensor? guides, Tensor t, str target, str loss, "
+      "loss_fwd(Tensor pred, Tensor x0, Tensor x1, Tensor? guides, Tensor t, Tensor row_weight, Tensor? out_scale, "
+      "str target, str loss, "
       "float huber_c) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 

@@ -25,6 +25,14 @@ Target parse_target(c10::string_view target);
 Loss parse_loss(c10::string_view loss);
 // pred must be [B, D] like x0 (dtype, device) with unit feature stride.
 void check_pred(const at::Tensor& pred, const at::Tensor& x0, const ControlPointsShape& shape);
+// loss_fwd's per-sample factors, [B] float64 contiguous on x0's device: row_weight m_b (sample
+// b's factor in the reduced loss) and out_scale (the factor of r in the [B, D] output; null: 1).
+struct LossFactors {
+  const double* row_weight;
+  const double* out_scale;
+};
+LossFactors check_loss_factors(const at::Tensor& row_weight, const std::optional<at::Tensor>& out_scale,
+                               const at::Tensor& x0, const ControlPointsShape& shape);
 // One [B, D] gradient per order, in x0's dtype and on its device; returned contiguous.
 std::vector<at::Tensor> check_grads(at::TensorList grads, const at::Tensor& x0, const ControlPointsShape& shape,
                                     size_t count);
@@ -64,9 +72,9 @@ ControlPoints<const T> control_points(const at::Tensor& x0, const at::Tensor& x1
 
 // LossTensors' per-sample outputs as the kernels fill them.
 template <typename Acc>
-LossOutputs<Acc> loss_outputs(LossTensors& out, Loss kind, double huber_c) {
+LossOutputs<Acc> loss_outputs(LossTensors& out, Loss kind, double huber_c, const LossFactors& factors) {
   return {kind, huber_c, out.loss.mutable_data_ptr<Acc>(), out.scale.mutable_data_ptr<Acc>(),
-          out.dt.mutable_data_ptr<Acc>()};
+          out.dt.mutable_data_ptr<Acc>(), factors.row_weight};
 }
 
 // The layout of PointGrads (points_grad true) as ControlPoints.

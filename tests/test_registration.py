@@ -29,9 +29,17 @@ def test_opcheck(fused_backend_device, degree):
         (ops.path_fwd, (x0, x1, g, t, [1])),
         (ops.path_bwd, ([torch.randn_like(x0), torch.randn_like(x0)], x0, x1, g, t, [2, 0], True, True)),
         (ops.path_bwd, ([torch.randn_like(x0)], x0, x1, g, t, [1], False, True)),
-        (ops.loss_fwd, (pred, grad_in[0], grad_in[1], gg, grad_in[2], "velocity", "mse", 0.0)),
-        (ops.loss_fwd, (pred, x0, x1, g, grad_in[2], "endpoint", "pseudo_huber", 0.3)),
+        # loss_fwd is forward-only (distill_loss carries the loss's autograd)
+        (ops.loss_fwd, (pred.detach(), x0, x1, g, t, torch.rand_like(t), None, "velocity", "mse", 0.0)),
+        (ops.loss_fwd, (pred.detach(), x0, x1, g, t, torch.rand_like(t), torch.rand_like(t), "endpoint",
+                        "pseudo_huber", 0.3)),
     ]
+    weight = torch.rand(x0.shape[0], dtype=x0.dtype, device=device, requires_grad=True)
+    for target, loss, reduction, residual in (("velocity", "mse", "mean", False), ("endpoint", "pseudo_huber", "none", False),
+                                              ("velocity", "pseudo_huber", "sum", True), ("endpoint", "mse", "mean", True)):
+        points = (grad_in[0], grad_in[1], gg) if residual else (x0, x1, g)
+        samples.append((torch.ops.bezier_kernels.distill_loss.default,
+                        (pred, *points, grad_in[2], weight, target, loss, 0.2, reduction, residual, backend)))
     for op, args in samples:
         torch.library.opcheck(op, args)
 

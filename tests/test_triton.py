@@ -138,7 +138,8 @@ def backend(gm, example_inputs):
 kernels = backends.kernel_ops("triton")
 def step(x0, x1, guides, t, pred):
     pos, vel = kernels.path_fwd(x0, x1, guides, t, [0, 1])
-    loss = kernels.loss_fwd(pred, x0, x1, guides, t, "endpoint", "pseudo_huber", 0.3)[0]
+    w = torch.ones_like(t, dtype=torch.float64)
+    loss = kernels.loss_fwd(pred, x0, x1, guides, t, w, w, "endpoint", "pseudo_huber", 0.3)[0]
     return loss, kernels.path_bwd([pos, vel], x0, x1, guides, t, [0, 1], True, True)
 
 P = torch.randn(6, 4, 3000)

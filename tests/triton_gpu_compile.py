@@ -104,13 +104,16 @@ def main() -> None:
         x0, x1, guides = points[:, 0], points[:, degree], points[:, 1:degree] if degree > 1 else None
         t, pred = torch.rand(batch).to(dtype), torch.randn(batch, features).to(dtype)
         grads = [torch.randn(batch, features).to(dtype) for _ in orders]
+        factors = torch.rand(batch, dtype=torch.float64)  # loss_fwd's row_weight / out_scale
         run = {
             "fwd": lambda: triton_ops.triton_path_fwd(x0, x1, guides, t, orders),
             "bwd": lambda: triton_ops.triton_path_bwd(grads, x0, x1, guides, t, orders, True, True),
             "bwd_points": lambda: triton_ops.triton_path_bwd(grads[:1], x0, x1, guides, t, orders[:1], True, False),
             "bwd_t": lambda: triton_ops.triton_path_bwd(grads[:1], x0, x1, guides, t, orders[:1], False, True),
-            "loss_velocity": lambda: triton_ops.triton_loss_fwd(pred, x0, x1, guides, t, "velocity", "mse", 0.0),
-            "loss_endpoint": lambda: triton_ops.triton_loss_fwd(pred, x0, x1, guides, t, "endpoint", "pseudo_huber", 0.1),
+            "loss_velocity": lambda: triton_ops.triton_loss_fwd(pred, x0, x1, guides, t, factors, factors,
+                                                                "velocity", "mse", 0.0),
+            "loss_endpoint": lambda: triton_ops.triton_loss_fwd(pred, x0, x1, guides, t, factors, None,
+                                                                "endpoint", "pseudo_huber", 0.1),
         }
         for launch in launches:
             run[launch]()

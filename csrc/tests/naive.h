@@ -73,12 +73,22 @@ struct Batch {
   }
 };
 
+// Per-sample factors for the fused loss tests: 1 everywhere, or distinct positive values.
+inline std::vector<double> sample_factors(int64_t B, bool varied, double first, double step) {
+  std::vector<double> f(B, 1.0);
+  if (varied)
+    for (int64_t b = 0; b < B; ++b) f[b] = first + step * static_cast<double>(b);
+  return f;
+}
+
 // Worst relative error of a fused loss's outputs against the naive float64 evaluation:
-// resid [B, D] contiguous, loss/scale/dt [B]; pred [B, D] with batch stride pred_stride.
+// resid [B, D] contiguous (out_scale[b] * r), loss/scale/dt [B] (scale and dt times row_weight[b]);
+// pred [B, D] with batch stride pred_stride.
 template <typename T, typename Acc>
 double loss_error(const Batch<T>& batch, bezier::Target target, bezier::Loss kind, double c,
                   const std::vector<T>& pred, int64_t pred_stride, const std::vector<T>& resid,
-                  const std::vector<Acc>& loss, const std::vector<Acc>& scale, const std::vector<Acc>& dt) {
+                  const std::vector<Acc>& loss, const std::vector<Acc>& scale, const std::vector<Acc>& dt,
+                  const std::vector<double>& out_scale, const std::vector<double>& row_weight) {
   const int64_t D = batch.D;
   const int n = batch.n;
   double worst = 0.0;
@@ -96,12 +106,13 @@ double loss_error(const Batch<T>& batch, bezier::Target target, bezier::Loss kin
         r = naive_derivative(p, 0, t) + (1 - t) * v - p[n];
         drdt = naive_derivative(p, 1, t) - v;
       }
-      worst = std::max(worst, rel(static_cast<double>(resid[b * D + d]), r, std::max(1.0, std::fabs(r))));
+      const double written = out_scale[b] * r;
+      worst = std::max(worst, rel(static_cast<double>(resid[b * D + d]), written, std::max(1.0, std::fabs(written))));
       s += r * r;
       sdt += r * drdt;
     }
     const double l = kind == bezier::Loss::kMse ? s / D : std::sqrt(s + c * c) - c;
-    const double f = kind == bezier::Loss::kMse ? 2.0 / D : 1.0 / std::sqrt(s + c * c);
+    const double f = row_weight[b] * (kind == bezier::Loss::kMse ? 2.0 / D : 1.0 / std::sqrt(s + c * c));
     worst = std::max(worst, rel(static_cast<double>(loss[b]), l, std::max(1e-3, std::fabs(l))));
     worst = std::max(worst, rel(static_cast<double>(scale[b]), f, f));
     worst = std::max(worst, rel(static_cast<double>(dt[b]), f * sdt, std::max(1.0, std::fabs(f * sdt))));

@@ -104,7 +104,7 @@ void test_path(int n, int64_t B, int64_t D, double tol) {
 }
 
 template <typename T, Target target>
-void test_loss(int n, int64_t B, int64_t D, Loss kind, double tol) {
+void test_loss(int n, int64_t B, int64_t D, Loss kind, double tol, bool scaled) {
   Batch<T> batch(B, D, n, 5 * n + 1);
   std::vector<T> pred(B * D), resid(B * D);
   std::mt19937 rng(3);
@@ -114,11 +114,14 @@ void test_loss(int n, int64_t B, int64_t D, Loss kind, double tol) {
   std::vector<double> sq(tiles), rdt(tiles);
   std::vector<T> loss(B), scale(B), dt(B);
   const double c = 0.3;
-  cpu::loss_forward<T, T, target>(batch.points(), batch.t.data(), B, D, pred.data(), D, resid.data(), sq.data(),
-                                  rdt.data(), threaded_for);
-  cpu::loss_finish(LossOutputs<T>{kind, c, loss.data(), scale.data(), dt.data()}, B, D, sq.data(), rdt.data(),
-                   threaded_for);
-  const double worst = loss_error(batch, target, kind, c, pred, D, resid, loss, scale, dt);
+  // scaled: per-sample output multipliers and loss weights; else the null pointers (all 1)
+  const auto out_scale = sample_factors(B, scaled, 0.5, 0.25), row_weight = sample_factors(B, scaled, 1.5, -0.1);
+  cpu::loss_forward<T, T, target>(batch.points(), batch.t.data(), B, D, pred.data(), D,
+                                  scaled ? out_scale.data() : nullptr, resid.data(), sq.data(), rdt.data(),
+                                  threaded_for);
+  cpu::loss_finish(LossOutputs<T>{kind, c, loss.data(), scale.data(), dt.data(), scaled ? row_weight.data() : nullptr},
+                   B, D, sq.data(), rdt.data(), threaded_for);
+  const double worst = loss_error(batch, target, kind, c, pred, D, resid, loss, scale, dt, out_scale, row_weight);
   expect(worst <= tol, "loss_forward vs naive", worst);
 }
 
@@ -132,10 +135,12 @@ int main() {
       test_path<float>(n, 5, D, 2e-5);
     }
     test_path<float>(n, 0, 9, 0);
-    test_loss<double, Target::kVelocity>(n, 4, 600, Loss::kMse, 1e-10);
-    test_loss<double, Target::kEndpoint>(n, 4, 600, Loss::kPseudoHuber, 1e-10);
-    test_loss<float, Target::kVelocity>(n, 4, 600, Loss::kPseudoHuber, 1e-4);
-    test_loss<float, Target::kEndpoint>(n, 4, 600, Loss::kMse, 1e-4);
+    for (bool scaled : {false, true}) {
+      test_loss<double, Target::kVelocity>(n, 4, 600, Loss::kMse, 1e-10, scaled);
+      test_loss<double, Target::kEndpoint>(n, 4, 600, Loss::kPseudoHuber, 1e-10, scaled);
+      test_loss<float, Target::kVelocity>(n, 4, 600, Loss::kPseudoHuber, 1e-4, scaled);
+      test_loss<float, Target::kEndpoint>(n, 4, 600, Loss::kMse, 1e-4, scaled);
+    }
   }
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "OK", failures);
   return failures ? 1 : 0;

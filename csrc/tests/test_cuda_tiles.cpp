@@ -202,7 +202,8 @@ void test_loss(int n, Layout layout, Loss kind, double tol) {
   for (auto& v : pred) v = static_cast<T>(normal(rng));
   std::vector<Acc> loss(B), scale(B), dt(B);
   const double c = 0.3;
-  const LossOutputs<Acc> outputs{kind, c, loss.data(), scale.data(), dt.data()};
+  const auto out_scale = sample_factors(B, true, 0.5, 0.002), row_weight = sample_factors(B, true, 1.5, -0.001);
+  const LossOutputs<Acc> outputs{kind, c, loss.data(), scale.data(), dt.data(), row_weight.data()};
   const OrderList orders = target == Target::kVelocity ? OrderList().push(1).push(2) : OrderList().push(0).push(1);
   BinomialRows rows;
   fill_binomial_rows(n, rows);
@@ -214,8 +215,9 @@ void test_loss(int n, Layout layout, Loss kind, double tol) {
     std::vector<double> partial(2 * r.tile_count(), 0.0);
     run_blocks<Acc>(r, rows, orders, batch.t, [&](int64_t tile, int lane, const Acc* w) {
       Acc sq = 0, rdt = 0;
-      loss_forward_thread<T, target, V>(r, tile, lane, P, w, batch.t[r.sample(tile)], pred.data(), pred_stride,
-                                        resid.data(), sq, rdt);
+      const int64_t b = r.sample(tile);
+      loss_forward_thread<T, target, V>(r, tile, lane, P, w, batch.t[b], pred.data(), pred_stride,
+                                        static_cast<Acc>(out_scale[b]), resid.data(), sq, rdt);
       partial[tile] += sq;
       partial[r.tile_count() + tile] += rdt;
     });
@@ -223,7 +225,7 @@ void test_loss(int n, Layout layout, Loss kind, double tol) {
       outputs.write(b, D, sum_tiles(partial.data(), b, r.tiles_per_row),
                     sum_tiles(partial.data() + r.tile_count(), b, r.tiles_per_row));
   });
-  const double worst = loss_error(batch, target, kind, c, pred, pred_stride, resid, loss, scale, dt);
+  const double worst = loss_error(batch, target, kind, c, pred, pred_stride, resid, loss, scale, dt, out_scale, row_weight);
   expect(worst <= tol, "loss_forward_thread vs naive", worst);
 }
 
