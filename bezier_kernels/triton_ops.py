@@ -251,20 +251,25 @@ def _path_bwd_kernel(x0_ptr, x1_ptr, guides_ptr, w_ptr, g0_ptr, g1_ptr, g2_ptr,
 
 
 @triton.jit
-def _loss_fwd_kernel(pred_ptr, x0_ptr, x1_ptr, guides_ptr, t_ptr, w_ptr, resid_ptr, sq_partial_ptr, rdt_partial_ptr,
-                     loss_ptr, scale_ptr, dt_ptr, B, D, degree, pred_stride, x0_stride, x1_stride, guides_stride,
-                     guides_point_stride, huber_c: tl.float64,
+def _loss_fwd_kernel(pred_ptr, x0_ptr, x1_ptr, guides_ptr, t_ptr, w_ptr, row_weight_ptr, out_scale_ptr, resid_ptr,
+                     sq_partial_ptr, rdt_partial_ptr, loss_ptr, scale_ptr, dt_ptr, B, D, degree, pred_stride,
+                     x0_stride, x1_stride, guides_stride, guides_point_stride, huber_c: tl.float64,
                      VELOCITY: tl.constexpr, FINISH: tl.constexpr, PSEUDO_HUBER: tl.constexpr,
-                     ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+                     HAS_OUT_SCALE: tl.constexpr, ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
     """Fused loss forward. Weight row 0 holds the order the residual needs, row 1 its t-derivative:
         velocity: r = pred - B'(t),               dr/dt = -B''(t)
         endpoint: r = B(t) + (1 - t) pred - x1,   dr/dt = B'(t) - pred
-    writes r to resid ([B, D] contiguous) and the program's float64 shares of sum_d r^2 and
-    sum_d r dr/dt to sq_partial / rdt_partial [B, programs on axis 1], or, with FINISH (one
-    program on axis 1 sees every feature), the per-sample loss, scale and dloss/dt directly."""
+    writes out_scale[b] * r (r without HAS_OUT_SCALE) to resid ([B, D] contiguous) and the program's
+    float64 shares of sum_d r^2 and sum_d r dr/dt to sq_partial / rdt_partial [B, programs on axis 1],
+    or, with FINISH (one program on axis 1 sees every feature), the per-sample loss, scale and
+    dloss/dt (scaled by row_weight, see _finish_loss) directly."""
     rows = (tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B))[:, None]
     row_mask = rows < B
     one_minus_t = (1.0 - tl.load(t_ptr + rows, mask=row_mask, other=0.0)).to(ACC)
+    if HAS_OUT_SCALE:
+        out_mult = tl.load(out_scale_ptr + rows, mask=row_mask, other=0.0).to(ACC)
+    else:
+        out_mult = tl.full([BLOCK_B, 1], 1.0, ACC)
     sq = tl.zeros([BLOCK_B], tl.float64)
     rdt = tl.zeros([BLOCK_B], tl.float64)
     for start in range(tl.program_id(1) * BLOCK_D, D, tl.num_programs(1) * BLOCK_D):
@@ -281,12 +286,12 @@ def _loss_fwd_kernel(pred_ptr, x0_ptr, x1_ptr, guides_ptr, t_ptr, w_ptr, resid_p
             r = value + one_minus_t * pred - x1
             dr_dt = slope - pred
         r = tl.where(mask, r, 0.0)
-        tl.store(resid_ptr + rows * D + cols, r.to(resid_ptr.dtype.element_ty), mask=mask)
+        tl.store(resid_ptr + rows * D + cols, (out_mult * r).to(resid_ptr.dtype.element_ty), mask=mask)
         sq += tl.sum(r * r, axis=1).to(tl.float64)
         rdt += tl.sum(r * dr_dt, axis=1).to(tl.float64)
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     if FINISH:
-        _finish_loss(loss_ptr, scale_ptr, dt_ptr, rows, rows < B, sq, rdt, D, huber_c, PSEUDO_HUBER)
+        _finish_loss(loss_ptr, scale_ptr, dt_ptr, row_weight_ptr, rows, rows < B, sq, rdt, D, huber_c, PSEUDO_HUBER)
     else:
         partial = rows * tl.num_programs(1) + tl.program_id(1)
         tl.store(sq_partial_ptr + partial, sq, mask=rows < B)
@@ -294,10 +299,12 @@ def _loss_fwd_kernel(pred_ptr, x0_ptr, x1_ptr, guides_ptr, t_ptr, w_ptr, resid_p
 
 
 @triton.jit
-def _finish_loss(loss_ptr, scale_ptr, dt_ptr, rows, row_mask, sq, rdt, D, huber_c, PSEUDO_HUBER: tl.constexpr):
+def _finish_loss(loss_ptr, scale_ptr, dt_ptr, row_weight_ptr, rows, row_mask, sq, rdt, D, huber_c,
+                 PSEUDO_HUBER: tl.constexpr):
     """Stores the per-sample loss, scale and dloss/dt from the float64 sums sq = sum r^2 and
-    rdt = sum r dr/dt (finish_loss of csrc/bezier_common.h): mse: loss = sq / D, scale = 2 / D;
-    pseudo-Huber: root = sqrt(sq + c^2), loss = root - c, scale = 1 / root; dloss/dt = scale * rdt."""
+    rdt = sum r dr/dt (LossOutputs of csrc/bezier_common.h): mse: loss = sq / D, scale = 2 / D;
+    pseudo-Huber: root = sqrt(sq + c^2), loss = root - c, scale = 1 / root; then scale is multiplied
+    by the sample's row weight m_b and dloss/dt = scale * rdt."""
     if PSEUDO_HUBER:
         root = tl.sqrt(sq + huber_c * huber_c)
         loss = root - huber_c
@@ -305,13 +312,14 @@ def _finish_loss(loss_ptr, scale_ptr, dt_ptr, rows, row_mask, sq, rdt, D, huber_
     else:
         loss = sq / D
         scale = tl.full(sq.shape, 2.0, tl.float64) / D
+    scale = scale * tl.load(row_weight_ptr + rows, mask=row_mask, other=0.0)
     tl.store(loss_ptr + rows, loss.to(loss_ptr.dtype.element_ty), mask=row_mask)
     tl.store(scale_ptr + rows, scale.to(scale_ptr.dtype.element_ty), mask=row_mask)
     tl.store(dt_ptr + rows, (scale * rdt).to(dt_ptr.dtype.element_ty), mask=row_mask)
 
 
 @triton.jit
-def _loss_finish_kernel(sq_partial_ptr, rdt_partial_ptr, loss_ptr, scale_ptr, dt_ptr, B, D, num_partials,
+def _loss_finish_kernel(sq_partial_ptr, rdt_partial_ptr, loss_ptr, scale_ptr, dt_ptr, row_weight_ptr, B, D, num_partials,
                         huber_c: tl.float64, PSEUDO_HUBER: tl.constexpr, BLOCK_B: tl.constexpr):
     """The per-sample results of _loss_fwd_kernel's partial sums [B, num_partials], added in a fixed
     order (reproducible, no atomics)."""
@@ -322,7 +330,7 @@ def _loss_finish_kernel(sq_partial_ptr, rdt_partial_ptr, loss_ptr, scale_ptr, dt
     for j in range(0, num_partials):
         sq += tl.load(sq_partial_ptr + rows * num_partials + j, mask=row_mask, other=0.0)
         rdt += tl.load(rdt_partial_ptr + rows * num_partials + j, mask=row_mask, other=0.0)
-    _finish_loss(loss_ptr, scale_ptr, dt_ptr, rows, row_mask, sq, rdt, D, huber_c, PSEUDO_HUBER)
+    _finish_loss(loss_ptr, scale_ptr, dt_ptr, row_weight_ptr, rows, row_mask, sq, rdt, D, huber_c, PSEUDO_HUBER)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -453,14 +461,19 @@ def triton_path_bwd(grads: list[Tensor], x0: Tensor, x1: Tensor, guides: Optiona
     return gx0, gx1, gguides, gt
 
 
-def triton_loss_fwd(pred: Tensor, x0: Tensor, x1: Tensor, guides: Optional[Tensor], t: Tensor, target: str,
-                    loss: str, huber_c: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def triton_loss_fwd(pred: Tensor, x0: Tensor, x1: Tensor, guides: Optional[Tensor], t: Tensor, row_weight: Tensor,
+                    out_scale: Optional[Tensor], target: str, loss: str,
+                    huber_c: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     B, D, degree = _check_points(x0, x1, guides, t)
     if pred.shape != x0.shape or pred.dtype != x0.dtype or (D > 1 and pred.stride(1) != 1):
         raise ValueError(f"pred must be [B, D] = {list(x0.shape)} in x0's dtype with unit feature stride")
     if target not in _validate.TARGETS or loss not in _validate.LOSSES:
         raise ValueError(f"target must be one of {_validate.TARGETS} and loss one of {_validate.LOSSES}, "
                          f"got {target!r}, {loss!r}")
+    for name, factor in (("row_weight", row_weight), ("out_scale", out_scale)):
+        if factor is not None and (factor.shape != (B,) or factor.dtype != torch.float64 or factor.device != x0.device
+                                   or not factor.is_contiguous()):
+            raise ValueError(f"{name} must be a contiguous float64 [B] tensor on x0's device")
     acc = compute_dtype(x0.dtype)
     resid = torch.empty((B, D), dtype=x0.dtype, device=x0.device)
     per_sample = [torch.empty((B,), dtype=acc, device=x0.device) for _ in range(3)]  # loss, scale, dloss/dt
@@ -477,13 +490,14 @@ def triton_loss_fwd(pred: Tensor, x0: Tensor, x1: Tensor, guides: Optional[Tenso
             w = _bernstein_weights(t64, degree, 1 if velocity else 0, 2, acc)
             x0_, x1_, guides_, *strides = _point_args(x0, x1, guides, degree)
             wrap_triton(_loss_fwd_kernel)[(sample_programs, feature_programs)](
-                pred, x0_, x1_, guides_, t64, w, resid, sq_partial, rdt_partial, *per_sample,
-                B, D, degree, pred.stride(0), *strides, float(huber_c),
-                VELOCITY=velocity, FINISH=finish, PSEUDO_HUBER=pseudo_huber, ACC=_TRITON_DTYPE[acc],
+                pred, x0_, x1_, guides_, t64, w, row_weight, row_weight if out_scale is None else out_scale,
+                resid, sq_partial, rdt_partial, *per_sample, B, D, degree, pred.stride(0), *strides, float(huber_c),
+                VELOCITY=velocity, FINISH=finish, PSEUDO_HUBER=pseudo_huber, HAS_OUT_SCALE=out_scale is not None,
+                ACC=_TRITON_DTYPE[acc],
                 BLOCK_B=block_b, BLOCK_D=block_d, num_warps=_NUM_WARPS)
         if not finish:
             wrap_triton(_loss_finish_kernel)[(triton.cdiv(B, _FINISH_BLOCK),)](
-                sq_partial, rdt_partial, *per_sample, B, D, feature_programs, float(huber_c),
+                sq_partial, rdt_partial, *per_sample, row_weight, B, D, feature_programs, float(huber_c),
                 PSEUDO_HUBER=pseudo_huber, BLOCK_B=_FINISH_BLOCK, num_warps=_NUM_WARPS)
     return per_sample[0], resid, per_sample[1], per_sample[2]
 
