@@ -14,6 +14,7 @@ Modules, one job each:
     store       chunked safetensors datasets with a JSON manifest, resumable
     train       the training loop (one file, top to bottom)
     checkpoint  atomic safetensors + JSON checkpoints, exact resume
+    distributed torchrun launches: DDP training, sharded generation, rank 0 writes
     stages/cli  the stages and the `bezier-distill` command
     metrics     energy distance
 """
