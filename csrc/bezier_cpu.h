@@ -50,6 +50,19 @@ struct SampleWeights {
   }
 };
 
+// acc[k][d] += w[k][i] * p[d] for every order k < K and feature d < len: control point i's share.
+template <typename T, typename Acc, int K>
+inline void accumulate_point(const SampleWeights<Acc, K>& sw, int i, const T* __restrict__ p, int64_t len,
+                             Acc (*__restrict__ acc)[kTile]) {
+  Acc wi[K];
+  for (int k = 0; k < K; ++k) wi[k] = sw.w[k][i];
+#pragma omp simd
+  for (int64_t d = 0; d < len; ++d) {
+    const Acc v = static_cast<Acc>(p[d]);
+    for (int k = 0; k < K; ++k) acc[k][d] += wi[k] * v;
+  }
+}
+
 // out[k][b, d] = sum_i w_{orders[k]}(t_b)[i] * P_i[b, d];  each out[k] is [B, D], contiguous.
 template <typename T, typename Acc, int K, typename ParallelFor>
 void path_forward(const ControlPoints<const T>& P, const double* t, int64_t B, int64_t D,
@@ -69,16 +82,7 @@ void path_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
       }
       for (int k = 0; k < K; ++k)
         for (int64_t d = 0; d < len; ++d) acc[k][d] = Acc(0);
-      for (int i = 0; i <= P.degree; ++i) {
-        const T* __restrict__ p = P.point(b, i) + d0;
-        Acc wi[K];
-        for (int k = 0; k < K; ++k) wi[k] = sw.w[k][i];
-#pragma omp simd
-        for (int64_t d = 0; d < len; ++d) {
-          const Acc v = static_cast<Acc>(p[d]);
-          for (int k = 0; k < K; ++k) acc[k][d] += wi[k] * v;
-        }
-      }
+      for (int i = 0; i <= P.degree; ++i) accumulate_point(sw, i, P.point(b, i) + d0, len, acc);
       for (int k = 0; k < K; ++k) {
         T* __restrict__ o = out[k] + b * D + d0;
 #pragma omp simd
@@ -131,16 +135,7 @@ void path_backward(const ControlPoints<const T>& P, const double* t, int64_t B, 
             o[d] = static_cast<T>(s);
           }
         }
-        if (t_partial) {
-          const T* __restrict__ p = P.point(b, i) + d0;
-          Acc wi[K];
-          for (int k = 0; k < K; ++k) wi[k] = sw_next.w[k][i];
-#pragma omp simd
-          for (int64_t d = 0; d < len; ++d) {
-            const Acc v = static_cast<Acc>(p[d]);
-            for (int k = 0; k < K; ++k) dacc[k][d] += wi[k] * v;
-          }
-        }
+        if (t_partial) accumulate_point(sw_next, i, P.point(b, i) + d0, len, dacc);
       }
       if (t_partial) {
         Acc sum = Acc(0);
@@ -191,16 +186,7 @@ void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
         current = b;
       }
       for (int64_t d = 0; d < len; ++d) acc[0][d] = acc[1][d] = Acc(0);
-      for (int i = 0; i <= P.degree; ++i) {
-        const T* __restrict__ p = P.point(b, i) + d0;
-        const Acc w0 = sw.w[0][i], w1 = sw.w[1][i];
-#pragma omp simd
-        for (int64_t d = 0; d < len; ++d) {
-          const Acc v = static_cast<Acc>(p[d]);
-          acc[0][d] += w0 * v;
-          acc[1][d] += w1 * v;
-        }
-      }
+      for (int i = 0; i <= P.degree; ++i) accumulate_point(sw, i, P.point(b, i) + d0, len, acc);
       const T* __restrict__ pr = pred + b * pred_batch_stride + d0;
       T* __restrict__ out = resid + b * D + d0;
       const Acc mult = out_scale ? static_cast<Acc>(out_scale[b]) : Acc(1);
