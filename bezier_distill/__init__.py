@@ -15,6 +15,7 @@ Modules, one job each:
     store       chunked safetensors datasets with a JSON manifest, resumable
     train       the training loop (one file, top to bottom)
     checkpoint  atomic safetensors + JSON checkpoints, exact resume
+    distributed torchrun launches: DDP training, sharded generation, rank 0 writes
     stages/cli  the stages and the `bezier-distill` command
     metrics     energy distance, RBF MMD, sliced and exact W2, Frechet distance, straightness
     classifier  the digits classifier whose features the digits' Frechet distance uses (cached)

@@ -13,6 +13,10 @@ each subcommand reads its section (defaults for what is absent), then the input 
 --set FIELD=VALUE (e.g. --set distill.train.steps=500). The run records the result as
 OUT/config.yaml. Rerunning a command resumes it. User errors (config, paths) print one line naming
 the field and exit with status 2.
+
+Launched by torchrun, each process joins the run's process group and runs the command as one rank:
+
+    torchrun --nproc_per_node=4 -m bezier_distill distill --config exp.yaml --pairs runs/guides --out runs/student
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from . import compare, stages
+from . import compare, distributed, stages
 from .config import ConfigError, apply_override, load_stage, read_file
 
 # subcommand -> (config section, stage function, help)
@@ -74,7 +78,8 @@ def pick_device(requested: str | None) -> str:
     return requested or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run(args: argparse.Namespace) -> object:
+def run(args: argparse.Namespace, device: torch.device | str | None = None) -> object:
+    """Runs the subcommand of args on device (default: --device, else cuda when available)."""
     section, stage, _ = COMMANDS[args.command]
     data = read_file(args.config) if args.config else {}
     if data.get(section) is None:
@@ -86,7 +91,8 @@ def run(args: argparse.Namespace) -> object:
     for assignment in args.set:
         apply_override(data, assignment)
     cfg = load_stage(section, data)
-    return stage(cfg, args.out, device=pick_device(args.device), progress=not args.no_progress)
+    device = pick_device(args.device) if device is None else device
+    return stage(cfg, args.out, device=device, progress=not args.no_progress)
 
 
 def report(command: str, out: str, result: object) -> str:
@@ -106,15 +112,21 @@ def report(command: str, out: str, result: object) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    name = f"bezier-distill {args.command}"
     try:
-        result = run(args)
+        with distributed.launch(pick_device(args.device)) as device:  # one rank of a torchrun launch, or alone
+            world = distributed.world()
+            if world.size > 1:
+                name += f" (rank {world.rank} of {world.size})"
+            result = run(args, device)
+            if world.main:
+                print(report(args.command, args.out, result))
     except ConfigError as error:
-        print(f"bezier-distill {args.command}: error: {error}", file=sys.stderr)
+        print(f"{name}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"bezier-distill {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"{name}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    print(report(args.command, args.out, result))
     return 0
 
 

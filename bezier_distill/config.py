@@ -71,7 +71,7 @@ class TrainConfig:
     """Optimisation, the training objective along the stored paths, and checkpointing."""
 
     steps: int = 2000
-    batch_size: int = 256
+    batch_size: int = 256            # the global batch: under torchrun each rank takes batch_size / world size rows
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 100          # linear learning-rate warmup, then constant

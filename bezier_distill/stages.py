@@ -9,6 +9,9 @@
 Rerunning a stage with the same out directory resumes it (training from its checkpoint, generation
 from its finished chunks). Changing the config of an existing out directory is a ConfigError naming
 the field, except for config.RESUMABLE_CHANGES (e.g. more train.steps).
+
+Under torchrun every rank runs the stage: training is data-parallel, generation sharded by chunks,
+and only rank 0 writes files (bezier_distill.distributed).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from safetensors.torch import save
 
 import bezier_kernels as bk
 
-from . import samplers, store
+from . import distributed, samplers, store
 from .checkpoint import load_model, model_weights
 from .config import (RESUMABLE_CHANGES, ConfigError, DistillStage, GuidesStage, ModelConfig, ReflowStage,
                      SampleStage, TeacherStage, first_difference, to_yaml, validate)
@@ -54,16 +57,20 @@ def record_config(out_dir: str | Path, section: str, cfg: Any) -> None:
             field, before, now = found
             raise ConfigError(f"config field '{section}.{field}': '{out_dir}' holds a run made with {before!r}, "
                               f"this run asks for {now!r}; use a new output directory or the same config")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, to_yaml(section, cfg))
+    if distributed.world().main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, to_yaml(section, cfg))
 
 
 def check_stage(section: str, cfg: Any, device: torch.device | str) -> torch.device:
-    """Every field check of cfg, and that its bezier_kernels backend runs on device; ConfigError naming the
-    field. Returns the device."""
-    device = torch.device(device)
+    """Every field check of cfg, that its bezier_kernels backend runs on device and that its batch splits
+    across the ranks; ConfigError naming the field. Returns the device (this rank's GPU under torchrun)."""
+    device = distributed.rank_device(device)
     validate(cfg, section)
     train_cfg = getattr(cfg, "train", None)
+    split = None if train_cfg is None else distributed.batch_problem(train_cfg.batch_size)
+    if split:
+        raise ConfigError(f"config field '{section}.train.batch_size': {split}")
     backend = "auto" if train_cfg is None else train_cfg.backend
     info = bk.available_backends().get(backend)
     if info is not None and (not info.available or (backend != "torch" and device.type not in info.devices)):
@@ -172,6 +179,8 @@ def sample(cfg: SampleStage, out_dir: str | Path, device: str = "cpu", progress:
                "energy_distance": energy_distance(x1, reference),
                "source_energy_distance": energy_distance(x0, reference)}
     out_dir = Path(out_dir)
+    if not distributed.world().main:  # under torchrun every rank samples alike; rank 0 writes
+        return summary
     atomic_write(out_dir / "samples.safetensors", save({"x0": x0.contiguous(), "x1": x1.contiguous()}))
     write_json(out_dir / "summary.json", summary)
     if cfg.plot:

@@ -18,8 +18,10 @@ teacher), trajectory_times, evaluations_per_sample (teacher network calls per pa
 
 Chunk i draws its x0 from a generator seeded by (seed, i) alone, so the data do not depend on which
 process wrote which chunk, or in what order. Chunks are written atomically: a chunk file exists only
-when complete and a rerun skips it. To shard generation, give each process its own chunk indices
-(`generate(..., indices=...)`) and let one process call `finalize` once all are written.
+when complete and a rerun skips it. Launched by torchrun on several ranks, `generate` shards the
+chunks across them (bezier_distill.distributed): each rank writes its own chunk files, rank 0 the
+manifest. By hand: give each process its own chunk indices (`generate(..., indices=...)`) and let one
+process call `finalize` once all are written.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import distributed
 from .config import ConfigError, first_difference
 from .data import StoredPairs, seeded_generator
 from .files import atomic_write, read_json, write_json
@@ -53,9 +56,10 @@ def _chunk_metadata(chunk: dict) -> dict[str, str]:
     return {key: str(chunk[key]) for key in ("index", "start", "count", "seed")}
 
 
-def prepare(out_dir: str | Path, header: dict) -> dict:
+def prepare(out_dir: str | Path, header: dict, create: bool = True) -> dict:
     """Creates out_dir with a manifest for header (whose num_samples, chunk_size and seed plan the
-    chunks), or checks that an existing manifest describes the same data; returns the manifest."""
+    chunks), or checks that an existing manifest describes the same data; returns the manifest.
+    With create=False a missing manifest is planned but not written."""
     out_dir = Path(out_dir)
     manifest = {"format": FORMAT, "version": VERSION, **header,
                 "chunks": chunk_plan(header["num_samples"], header["chunk_size"], header["seed"]), "complete": False}
@@ -70,8 +74,9 @@ def prepare(out_dir: str | Path, header: dict) -> dict:
             raise ConfigError(f"config field '{field}': the dataset in '{out_dir}' was made with {before!r}, "
                               f"this run asks for {now!r}; use a new output directory")
         return old
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(path, manifest)
+    if create:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(path, manifest)
     return manifest
 
 
@@ -111,18 +116,31 @@ def generate(out_dir: str | Path, header: dict, make_chunk: ChunkMaker, *, indic
     """Writes every missing chunk (or those of `indices`) with make_chunk, then finalizes (all chunks only).
 
     make_chunk(count, generator) returns the chunk's tensors; generator is seeded by (seed, index).
+    On several ranks with indices None, rank r writes chunks r, r + W, ...: rank 0 writes the manifest
+    before any chunk and finalizes it once every rank is done; every rank returns the complete manifest.
     """
-    manifest = prepare(out_dir, header)
+    world = distributed.world()
+    sharded = indices is None and world.size > 1
+    manifest = prepare(out_dir, header, create=world.main or not sharded)  # every rank checks an old one
+    if sharded:
+        distributed.barrier()  # the directory and manifest exist before any rank writes a chunk
+        indices = distributed.my_chunks(len(manifest["chunks"]))
     chunks = manifest["chunks"] if indices is None else [manifest["chunks"][i] for i in indices]
     pending = [c for c in chunks if not chunk_done(out_dir, c)]
     total = sum(c["count"] for c in chunks)
     with tqdm(total=total, initial=total - sum(c["count"] for c in pending), unit="pair", desc=desc,
-              disable=not progress, dynamic_ncols=True) as bar:
+              disable=not progress or not world.main, dynamic_ncols=True) as bar:
         for chunk in pending:
             tensors = make_chunk(chunk["count"], seeded_generator(chunk["seed"], chunk["index"]))
             write_chunk(out_dir, chunk, tensors)
             bar.update(chunk["count"])
-    return finalize(out_dir) if indices is None else manifest
+    if not sharded:
+        return finalize(out_dir) if indices is None else manifest
+    distributed.barrier()  # every chunk is written
+    if world.main:
+        finalize(out_dir)
+    distributed.barrier()  # the manifest says complete
+    return read_json(Path(out_dir) / MANIFEST)
 
 
 def dataset_problem(path: str) -> str | None:

@@ -10,6 +10,11 @@ Exact resumption: every random draw of step s comes from a generator seeded by (
 stored-data order and the running log sums are part of the checkpoint, and the checkpoint holds the
 weights, EMA weights, optimizer state and global RNG states bit for bit. A run killed at any point
 and rerun makes the same updates as one never stopped (bit-identical on the CPU).
+
+Several ranks (launched by torchrun; see bezier_distill.distributed): the batch of a step is the
+global one, drawn alike on every rank, and each rank trains on its rows of it inside
+DistributedDataParallel, so the updates are those of one process (to rounding) whatever the number
+of ranks; the logged means are averaged over the ranks; rank 0 alone writes the log and checkpoints.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from tqdm.auto import tqdm
 
 import bezier_kernels as bk
 
+from . import distributed
 from .checkpoint import has_checkpoint, restore, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .data import seeded_generator
@@ -84,6 +90,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path, 
     """
     run_dir, device = Path(run_dir), torch.device(device)
     run_dir.mkdir(parents=True, exist_ok=True)
+    world = distributed.world()
+    rows = distributed.batch_rows(cfg.batch_size)  # this rank's rows of every global batch
     model_cfg = resolve_model(model_cfg, pairs.dim)
     run_info = {**run_info, "dim": pairs.dim, "degree": pairs.degree, "target": cfg.target, "model": asdict(model_cfg)}
     pairs.to(device)
@@ -102,8 +110,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path, 
         step, interval = state["step"], state["log_interval"]
         pairs.load_state_dict(state["data_order"])
     log = read_log(run_dir, up_to_step=step)  # entries past the checkpoint are redone below
-    atomic_write(run_dir / LOG, "".join(json.dumps(e) + "\n" for e in log))
-    net = torch.compile(model) if cfg.compile else model
+    if world.main:
+        atomic_write(run_dir / LOG, "".join(json.dumps(e) + "\n" for e in log))
+    net = distributed.data_parallel(model, device)  # averages the ranks' gradients in backward
+    net = torch.compile(net) if cfg.compile else net
     model.train()
 
     def checkpoint() -> None:
@@ -111,11 +121,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path, 
                         {"run": run_info, "data_order": pairs.state_dict(), "log_interval": interval})
 
     bar = tqdm(total=cfg.steps, initial=step, unit="step", desc=run_info.get("stage", "train"),
-               disable=not progress, dynamic_ncols=True)
+               disable=not progress or not world.main, dynamic_ncols=True)
     sums = torch.zeros(2, device=device, dtype=torch.float64)  # loss, grad norm: summed on the device
 
     def flush_sums() -> None:
-        loss, grad_norm = sums.tolist()
+        loss, grad_norm = distributed.mean(sums).tolist()  # the global batches' means
         interval.update(loss=interval["loss"] + loss, grad_norm=interval["grad_norm"] + grad_norm)
         sums.zero_()
 
@@ -123,11 +133,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path, 
         if stop_after is not None and step >= stop_after:
             break
 
-        # a batch of control points and times, all drawn from this step's own generator
+        # the global batch of control points and times, all drawn from this step's own generator; this rank's rows
         generator = seeded_generator(cfg.seed, step)
-        x0, x1, guides = (None if v is None else v.to(device) for v in pairs.batch(cfg.batch_size, generator))
-        t = sample_times(cfg.time_sampling, x0.shape[0], generator, a=cfg.u_shape_a, grid_size=cfg.grid_size)
-        t = t.to(device)
+        x0, x1, guides = pairs.batch(cfg.batch_size, generator)
+        t = sample_times(cfg.time_sampling, cfg.batch_size, generator, a=cfg.u_shape_a, grid_size=cfg.grid_size)
+        x0, x1, guides, t = (None if v is None else v[rows].to(device) for v in (x0, x1, guides, t))
 
         # forward along the path, fused loss, backward
         (xt,) = bk.bezier(x0, x1, t, guides, orders=(0,), backend=cfg.backend)
@@ -156,12 +166,15 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path, 
                      "grad_norm": interval["grad_norm"] / interval["steps"], "lr": learning_rate(cfg, step - 1),
                      "time": time.time()}
             log.append(entry)
-            with open(run_dir / LOG, "a") as f:
-                f.write(json.dumps(entry) + "\n")
+            if world.main:
+                with open(run_dir / LOG, "a") as f:
+                    f.write(json.dumps(entry) + "\n")
             bar.set_postfix(loss=f"{entry['loss']:.4f}")
             interval = {"loss": 0.0, "grad_norm": 0.0, "steps": 0}
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             flush_sums()
-            checkpoint()
+            if world.main:
+                checkpoint()
     bar.close()
+    distributed.barrier()  # the last checkpoint is on disk before any rank goes on to use it
     return TrainResult(model, ema, step, log)

@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from . import _validate, backends, reference
+from . import _validate, backends, ops, reference
 
 
 def _features_flat(x: Tensor, leading: tuple[int, ...], num_features: int) -> Tensor:
@@ -76,10 +76,11 @@ def bezier_distill_loss(pred: Tensor, x0: Tensor, x1: Tensor, t: Tensor, guides:
     B, D = shape.batch, shape.num_features
     c = reference.default_huber_c(D) if huber_c is None else float(huber_c)
     g = None if guides is None else _features_flat(guides, (B, shape.degree - 1), D)
-    per_sample, _, _, _ = backends.kernel_ops(name).loss_fwd(
-        _features_flat(pred, (B,), D), _features_flat(x0, (B,), D), _features_flat(x1, (B,), D), g, t,
-        target, loss, c)
-    return reference.reduce_loss(per_sample, weight, reduction).to(pred.dtype)
+    # the kernel writes dL/dpred, unless gradients must reach the control points (then it keeps r)
+    residual = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (x0, x1, guides))
+    value = ops.distill_loss(_features_flat(pred, (B,), D), _features_flat(x0, (B,), D), _features_flat(x1, (B,), D),
+                             g, t, weight, target, loss, c, reduction, residual, name)[0]
+    return value.to(pred.dtype)
 
 
 def bernstein_weights(t: Tensor, n: int, order: int = 0) -> Tensor:

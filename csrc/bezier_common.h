@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define BZ_HD __host__ __device__ __forceinline__
@@ -46,25 +47,29 @@ BZ_HD void fill_binomial_rows(int degree, BinomialRows& rows) {
 }
 
 // w[j][0..n] = weights of the order orders[j] derivative of the degree-n curve at t (float64),
-// for `count` orders (each 0..kMaxOrder; orders past n give zeros). Closed form from shared
-// powers of t and 1 - t: the degree n-k basis C(n-k,l) t^l (1-t)^(n-k-l), then k differences
-// d[i] = b[i-1] - b[i] and the factor n!/(n-k)!. Exact at t = 0 and 1; no division.
+// for `count` orders (each 0..kMaxOrder; orders past n give zeros). Closed form: the degree n-k
+// basis C(n-k,l) t^l (1-t)^(n-k-l) from running powers of t and 1 - t, then k differences
+// d[i] = b[i-1] - b[i] and the factor n!/(n-k)!. Exact at t = 0 and 1; no division. Works in
+// place in w (no local arrays), so a GPU thread can fill a row of shared memory directly.
 BZ_HD void bezier_weights(const BinomialRows& rows, int count, const int* orders, double t,
                           double (*w)[kMaxDegree + 1]) {
   const int n = rows.degree;
-  double tp[kMaxDegree + 1], sp[kMaxDegree + 1];
-  tp[0] = sp[0] = 1.0;
   const double s = 1.0 - t;
-  for (int j = 1; j <= n; ++j) {  // two independent product chains
-    tp[j] = tp[j - 1] * t;
-    sp[j] = sp[j - 1] * s;
-  }
   for (int j = 0; j < count; ++j) {
     const int k = orders[j], m = n - k;
     double* row = w[j];
     for (int i = 0; i <= n; ++i) row[i] = 0.0;
     if (m < 0) continue;
-    for (int l = 0; l <= m; ++l) row[l] = rows.c[k][l] * tp[l] * sp[m - l];
+    double power = 1.0;  // t^l
+    for (int l = 0; l <= m; ++l) {
+      row[l] = rows.c[k][l] * power;
+      power *= t;
+    }
+    power = 1.0;  // (1 - t)^(m - l)
+    for (int l = m; l >= 0; --l) {
+      row[l] *= power;
+      power *= s;
+    }
     double falling = 1.0;
     for (int step = 1; step <= k; ++step) {  // row[m + step] is 0 before this step
       for (int i = m + step; i > 0; --i) row[i] = row[i - 1] - row[i];
@@ -73,6 +78,17 @@ BZ_HD void bezier_weights(const BinomialRows& rows, int count, const int* orders
     }
     if (k > 0)
       for (int i = 0; i <= n; ++i) row[i] *= falling;
+  }
+}
+
+// Returns f(std::integral_constant<int, K>{}) for K = count: the number of requested orders as a
+// compile-time constant. count is 1..3 (validated by the caller); anything else runs as 3.
+template <typename F>
+decltype(auto) dispatch_order_count(int count, F&& f) {
+  switch (count) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    default: return f(std::integral_constant<int, 3>{});
   }
 }
 
@@ -123,5 +139,27 @@ BZ_HD LossSample finish_loss(Loss loss, int64_t D, double huber_c, double sq, do
   out.dt = out.scale * rdt;
   return out;
 }
+
+// The fused loss's per-sample outputs ([B] each, in the accumulation type Acc) and how a
+// sample's sums fill them. row_weight (null: all 1) holds m_b, the factor of sample b in the
+// reduced loss (its weight, divided by B for a mean): loss gets the unweighted l_b, scale and dt
+// the derivatives of m_b l_b (dL/dr_bd = scale_b r_bd, dL/dt_b = dt_b).
+template <typename Acc>
+struct LossOutputs {
+  Loss kind;
+  double huber_c;
+  Acc* loss;
+  Acc* scale;
+  Acc* dt;
+  const double* row_weight;
+
+  BZ_HD void write(int64_t b, int64_t D, double sq, double rdt) const {
+    const LossSample s = finish_loss(kind, D, huber_c, sq, rdt);
+    const double m = row_weight ? row_weight[b] : 1.0;
+    loss[b] = static_cast<Acc>(s.loss);
+    scale[b] = static_cast<Acc>(m * s.scale);
+    dt[b] = static_cast<Acc>(m * s.dt);
+  }
+};
 
 }  // namespace bezier

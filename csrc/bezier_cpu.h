@@ -50,6 +50,19 @@ struct SampleWeights {
   }
 };
 
+// acc[k][d] += w[k][i] * p[d] for every order k < K and feature d < len: control point i's share.
+template <typename T, typename Acc, int K>
+inline void accumulate_point(const SampleWeights<Acc, K>& sw, int i, const T* __restrict__ p, int64_t len,
+                             Acc (*__restrict__ acc)[kTile]) {
+  Acc wi[K];
+  for (int k = 0; k < K; ++k) wi[k] = sw.w[k][i];
+#pragma omp simd
+  for (int64_t d = 0; d < len; ++d) {
+    const Acc v = static_cast<Acc>(p[d]);
+    for (int k = 0; k < K; ++k) acc[k][d] += wi[k] * v;
+  }
+}
+
 // out[k][b, d] = sum_i w_{orders[k]}(t_b)[i] * P_i[b, d];  each out[k] is [B, D], contiguous.
 template <typename T, typename Acc, int K, typename ParallelFor>
 void path_forward(const ControlPoints<const T>& P, const double* t, int64_t B, int64_t D,
@@ -69,16 +82,7 @@ void path_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
       }
       for (int k = 0; k < K; ++k)
         for (int64_t d = 0; d < len; ++d) acc[k][d] = Acc(0);
-      for (int i = 0; i <= P.degree; ++i) {
-        const T* __restrict__ p = P.point(b, i) + d0;
-        Acc wi[K];
-        for (int k = 0; k < K; ++k) wi[k] = sw.w[k][i];
-#pragma omp simd
-        for (int64_t d = 0; d < len; ++d) {
-          const Acc v = static_cast<Acc>(p[d]);
-          for (int k = 0; k < K; ++k) acc[k][d] += wi[k] * v;
-        }
-      }
+      for (int i = 0; i <= P.degree; ++i) accumulate_point(sw, i, P.point(b, i) + d0, len, acc);
       for (int k = 0; k < K; ++k) {
         T* __restrict__ o = out[k] + b * D + d0;
 #pragma omp simd
@@ -131,16 +135,7 @@ void path_backward(const ControlPoints<const T>& P, const double* t, int64_t B, 
             o[d] = static_cast<T>(s);
           }
         }
-        if (t_partial) {
-          const T* __restrict__ p = P.point(b, i) + d0;
-          Acc wi[K];
-          for (int k = 0; k < K; ++k) wi[k] = sw_next.w[k][i];
-#pragma omp simd
-          for (int64_t d = 0; d < len; ++d) {
-            const Acc v = static_cast<Acc>(p[d]);
-            for (int k = 0; k < K; ++k) dacc[k][d] += wi[k] * v;
-          }
-        }
+        if (t_partial) accumulate_point(sw_next, i, P.point(b, i) + d0, len, dacc);
       }
       if (t_partial) {
         Acc sum = Acc(0);
@@ -169,11 +164,12 @@ void reduce_tile_partials(const double* partial, int64_t B, int64_t D, double* o
 // Fused loss forward, one pass over the control points and pred:
 //   velocity: r = pred - B'(t),               dr/dt = -B''(t)
 //   endpoint: r = B(t) + (1 - t) pred - x1,   dr/dt = B'(t) - pred
-// writes r to resid ([B, D] contiguous) and per-tile float64 sums of r^2 and r * dr/dt.
+// writes out_scale[b] * r (r itself when out_scale is null) to out ([B, D] contiguous) and
+// per-tile float64 sums of r^2 and r * dr/dt.
 template <typename T, typename Acc, Target target, typename ParallelFor>
 void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, int64_t D,
-                  const T* pred, int64_t pred_batch_stride, T* resid, double* sq_partial,
-                  double* rdt_partial, ParallelFor&& parallel_for) {
+                  const T* pred, int64_t pred_batch_stride, const double* out_scale, T* resid,
+                  double* sq_partial, double* rdt_partial, ParallelFor&& parallel_for) {
   const Tiling tiling(B, D);
   BinomialRows rows;
   fill_binomial_rows(P.degree, rows);
@@ -190,24 +186,16 @@ void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
         current = b;
       }
       for (int64_t d = 0; d < len; ++d) acc[0][d] = acc[1][d] = Acc(0);
-      for (int i = 0; i <= P.degree; ++i) {
-        const T* __restrict__ p = P.point(b, i) + d0;
-        const Acc w0 = sw.w[0][i], w1 = sw.w[1][i];
-#pragma omp simd
-        for (int64_t d = 0; d < len; ++d) {
-          const Acc v = static_cast<Acc>(p[d]);
-          acc[0][d] += w0 * v;
-          acc[1][d] += w1 * v;
-        }
-      }
+      for (int i = 0; i <= P.degree; ++i) accumulate_point(sw, i, P.point(b, i) + d0, len, acc);
       const T* __restrict__ pr = pred + b * pred_batch_stride + d0;
       T* __restrict__ out = resid + b * D + d0;
+      const Acc mult = out_scale ? static_cast<Acc>(out_scale[b]) : Acc(1);
       Acc sq = Acc(0), rdt = Acc(0);
       if (target == Target::kVelocity) {
 #pragma omp simd reduction(+ : sq, rdt)
         for (int64_t d = 0; d < len; ++d) {
           const Acc r = static_cast<Acc>(pr[d]) - acc[0][d];
-          out[d] = static_cast<T>(r);
+          out[d] = static_cast<T>(mult * r);
           sq += r * r;
           rdt -= r * acc[1][d];
         }
@@ -218,7 +206,7 @@ void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
         for (int64_t d = 0; d < len; ++d) {
           const Acc v = static_cast<Acc>(pr[d]);
           const Acc r = acc[0][d] + one_minus_t * v - static_cast<Acc>(x1[d]);
-          out[d] = static_cast<T>(r);
+          out[d] = static_cast<T>(mult * r);
           sq += r * r;
           rdt += r * (acc[1][d] - v);
         }
@@ -231,9 +219,8 @@ void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
 
 // Per-sample loss, gradient scale and dloss/dt (see LossSample) from loss_forward's partials.
 template <typename Acc, typename ParallelFor>
-void loss_finish(Loss loss, double huber_c, int64_t B, int64_t D, const double* sq_partial,
-                 const double* rdt_partial, Acc* loss_out, Acc* scale_out, Acc* dt_out,
-                 ParallelFor&& parallel_for) {
+void loss_finish(const LossOutputs<Acc>& out, int64_t B, int64_t D, const double* sq_partial,
+                 const double* rdt_partial, ParallelFor&& parallel_for) {
   const int64_t per_sample = Tiling(B, D).tiles_per_sample;
   parallel_for(0, B, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
@@ -242,10 +229,7 @@ void loss_finish(Loss loss, double huber_c, int64_t B, int64_t D, const double* 
         sq += sq_partial[b * per_sample + j];
         rdt += rdt_partial[b * per_sample + j];
       }
-      const LossSample r = finish_loss(loss, D, huber_c, sq, rdt);
-      loss_out[b] = static_cast<Acc>(r.loss);
-      scale_out[b] = static_cast<Acc>(r.scale);
-      dt_out[b] = static_cast<Acc>(r.dt);
+      out.write(b, D, sq, rdt);
     }
   });
 }

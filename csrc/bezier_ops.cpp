@@ -23,8 +23,9 @@ ControlPointsShape check_control_points(const at::Tensor& x0, const at::Tensor& 
   TORCH_CHECK(x0.dim() == 2 && x1.sizes() == x0.sizes(), "bezier_kernels: x0 and x1 must be [B, D]");
   TORCH_CHECK(x1.scalar_type() == x0.scalar_type() && x1.device() == x0.device(),
               "bezier_kernels: x0 and x1 must share dtype and device");
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == x0.size(0) && at::isFloatingType(t.scalar_type()),
-              "bezier_kernels: t must be a floating [B] tensor");
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == x0.size(0) && at::isFloatingType(t.scalar_type()) &&
+                  t.device() == x0.device(),
+              "bezier_kernels: t must be a floating [B] tensor on x0's device");
   const int64_t D = x0.size(1);
   auto unit_features = [D](const at::Tensor& x) { return D <= 1 || x.stride(-1) == 1; };
   TORCH_CHECK(unit_features(x0) && unit_features(x1), "bezier_kernels: features must have unit stride");
@@ -67,22 +68,54 @@ Loss parse_loss(c10::string_view loss) {
   TORCH_CHECK(false, "bezier_kernels: loss must be 'mse' or 'pseudo_huber', got '", loss, "'");
 }
 
+void check_pred(const at::Tensor& pred, const at::Tensor& x0, const ControlPointsShape& shape) {
+  TORCH_CHECK(pred.sizes() == x0.sizes() && pred.scalar_type() == x0.scalar_type() && pred.device() == x0.device() &&
+                  (shape.features <= 1 || pred.stride(1) == 1),
+              "bezier_kernels: pred must be [B, D] like x0, with unit feature stride");
+}
+
+LossFactors check_loss_factors(const at::Tensor& row_weight, const std::optional<at::Tensor>& out_scale,
+                               const at::Tensor& x0, const ControlPointsShape& shape) {
+  auto check = [&](const at::Tensor& v, const char* name) {
+    TORCH_CHECK(v.dim() == 1 && v.size(0) == shape.batch && v.scalar_type() == at::kDouble &&
+                    v.device() == x0.device() && v.is_contiguous(),
+                "bezier_kernels: ", name, " must be a contiguous float64 [B] tensor on x0's device");
+    return v.const_data_ptr<double>();
+  };
+  return {check(row_weight, "row_weight"), out_scale.has_value() ? check(*out_scale, "out_scale") : nullptr};
+}
+
+std::vector<at::Tensor> check_grads(at::TensorList grads, const at::Tensor& x0, const ControlPointsShape& shape,
+                                    size_t count) {
+  TORCH_CHECK(grads.size() == count, "bezier_kernels: one grad per order");
+  std::vector<at::Tensor> out;
+  for (const auto& grad : grads) {
+    TORCH_CHECK(grad.dim() == 2 && grad.size(0) == shape.batch && grad.size(1) == shape.features &&
+                    grad.scalar_type() == x0.scalar_type() && grad.device() == x0.device(),
+                "bezier_kernels: each grad must be [B, D] in x0's dtype, on its device");
+    out.push_back(grad.contiguous());
+  }
+  return out;
+}
+
+PointGrads empty_point_grads(const at::Tensor& x0, const ControlPointsShape& shape, bool points_grad) {
+  const int64_t B = shape.batch, D = shape.features;
+  auto empty = [&](at::IntArrayRef size) { return at::empty(size, x0.options()); };
+  if (!points_grad) return {empty({0}), empty({0}), empty({0})};
+  return {empty({B, D}), empty({B, D}), shape.degree > 1 ? empty({B, shape.degree - 1, D}) : empty({0})};
+}
+
+LossTensors empty_loss_outputs(const at::Tensor& x0, const ControlPointsShape& shape) {
+  const auto acc = x0.options().dtype(at::toOpMathType(x0.scalar_type()));
+  const int64_t B = shape.batch;
+  return {at::empty({B}, acc), at::empty({B, shape.features}, x0.options()), at::empty({B}, acc), at::empty({B}, acc)};
+}
+
 namespace {
 
 const auto at_parallel_for = [](int64_t begin, int64_t end, int64_t grain, const auto& f) {
   at::parallel_for(begin, end, grain, f);
 };
-
-// Calls f(std::integral_constant<int, K>) for K = count in 1..3.
-template <typename F>
-void dispatch_order_count(size_t count, F&& f) {
-  switch (count) {
-    case 1: return f(std::integral_constant<int, 1>{});
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    default: TORCH_CHECK(false, "bezier_kernels: 1 to 3 orders");
-  }
-}
 
 std::vector<at::Tensor> path_fwd_cpu(const at::Tensor& x0, const at::Tensor& x1,
                                      const std::optional<at::Tensor>& guides, const at::Tensor& t,
@@ -97,7 +130,7 @@ std::vector<at::Tensor> path_fwd_cpu(const at::Tensor& x0, const at::Tensor& x1,
     const auto P = control_points<scalar_t>(x0, x1, guides, shape.degree);
     scalar_t* out_ptrs[3];
     for (size_t k = 0; k < out.size(); ++k) out_ptrs[k] = out[k].mutable_data_ptr<scalar_t>();
-    dispatch_order_count(ords.size(), [&](auto K) {
+    dispatch_order_count(static_cast<int>(ords.size()), [&](auto K) {
       cpu::path_forward<scalar_t, Acc, decltype(K)::value>(P, t64.const_data_ptr<double>(), shape.batch,
                                                            shape.features, ords.data(), out_ptrs, at_parallel_for);
     });
@@ -112,35 +145,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> path_bwd_cpu(
   const auto shape = check_control_points(x0, x1, guides, t);
   const auto ords = check_orders(orders, 2);
   const int64_t B = shape.batch, D = shape.features;
-  TORCH_CHECK(grads.size() == ords.size(), "bezier_kernels: one grad per order");
-  std::vector<at::Tensor> g;
-  for (const auto& grad : grads) {
-    TORCH_CHECK(grad.dim() == 2 && grad.size(0) == B && grad.size(1) == D && grad.scalar_type() == x0.scalar_type(),
-                "bezier_kernels: each grad must be [B, D] in x0's dtype");
-    g.push_back(grad.contiguous());
-  }
+  const std::vector<at::Tensor> g = check_grads(grads, x0, shape, ords.size());
   const at::Tensor t64 = t.to(at::kDouble).contiguous();
-  auto empty = [&](at::IntArrayRef size) { return at::empty(size, x0.options()); };
-  at::Tensor gx0 = points_grad ? empty({B, D}) : empty({0});
-  at::Tensor gx1 = points_grad ? empty({B, D}) : empty({0});
-  at::Tensor gguides = points_grad && shape.degree > 1 ? empty({B, shape.degree - 1, D}) : empty({0});
+  PointGrads point_grads = empty_point_grads(x0, shape, points_grad);
   at::Tensor partial = at::empty({t_grad ? cpu::Tiling(B, D).count() : 0}, x0.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "bezier_path_bwd", [&] {
     using Acc = at::opmath_type<scalar_t>;
     const auto P = control_points<scalar_t>(x0, x1, guides, shape.degree);
-    ControlPoints<scalar_t> GP;
-    if (points_grad) {
-      GP.x0 = gx0.mutable_data_ptr<scalar_t>();
-      GP.x1 = gx1.mutable_data_ptr<scalar_t>();
-      GP.guides = shape.degree > 1 ? gguides.mutable_data_ptr<scalar_t>() : nullptr;
-      GP.x0_batch_stride = GP.x1_batch_stride = D;
-      GP.guides_batch_stride = (shape.degree - 1) * D;
-      GP.guides_point_stride = D;
-      GP.degree = shape.degree;
-    }
+    ControlPoints<scalar_t> GP{};
+    if (points_grad) GP = gradient_points<scalar_t>(point_grads, shape);
     const scalar_t* grad_ptrs[3];
     for (size_t k = 0; k < g.size(); ++k) grad_ptrs[k] = g[k].const_data_ptr<scalar_t>();
-    dispatch_order_count(ords.size(), [&](auto K) {
+    dispatch_order_count(static_cast<int>(ords.size()), [&](auto K) {
       cpu::path_backward<scalar_t, Acc, decltype(K)::value>(
           P, t64.const_data_ptr<double>(), B, D, ords.data(), grad_ptrs,
           points_grad ? &GP : nullptr, t_grad ? partial.mutable_data_ptr<double>() : nullptr, at_parallel_for);
@@ -148,24 +164,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> path_bwd_cpu(
   });
   at::Tensor gt = at::empty({t_grad ? B : 0}, t.options().dtype(at::kDouble));
   if (t_grad) cpu::reduce_tile_partials(partial.const_data_ptr<double>(), B, D, gt.mutable_data_ptr<double>(), at_parallel_for);
-  return {gx0, gx1, gguides, gt.to(t.scalar_type())};
+  return {point_grads.x0, point_grads.x1, point_grads.guides, gt.to(t.scalar_type())};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cpu(
     const at::Tensor& pred, const at::Tensor& x0, const at::Tensor& x1,
-    const std::optional<at::Tensor>& guides, const at::Tensor& t, c10::string_view target,
-    c10::string_view loss, double huber_c) {
+    const std::optional<at::Tensor>& guides, const at::Tensor& t, const at::Tensor& row_weight,
+    const std::optional<at::Tensor>& out_scale, c10::string_view target, c10::string_view loss, double huber_c) {
   const auto shape = check_control_points(x0, x1, guides, t);
-  TORCH_CHECK(pred.sizes() == x0.sizes() && pred.scalar_type() == x0.scalar_type() &&
-                  (shape.features <= 1 || pred.stride(1) == 1),
-              "bezier_kernels: pred must be [B, D] like x0, with unit feature stride");
+  check_pred(pred, x0, shape);
+  const LossFactors factors = check_loss_factors(row_weight, out_scale, x0, shape);
   const Target tgt = parse_target(target);
   const Loss kind = parse_loss(loss);
   const int64_t B = shape.batch, D = shape.features;
   const at::Tensor t64 = t.to(at::kDouble).contiguous();
-  at::Tensor resid = at::empty({B, D}, x0.options());
-  const auto acc_options = x0.options().dtype(at::toOpMathType(x0.scalar_type()));
-  at::Tensor l = at::empty({B}, acc_options), scale = at::empty({B}, acc_options), dt = at::empty({B}, acc_options);
+  LossTensors out = empty_loss_outputs(x0, shape);
   const int64_t tiles = cpu::Tiling(B, D).count();
   // Scratch for per-tile partial sums (uninitialised; every tile writes its entry).
   const auto f64 = x0.options().dtype(at::kDouble);
@@ -177,17 +190,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cpu(
     const auto P = control_points<scalar_t>(x0, x1, guides, shape.degree);
     auto run = [&](auto target_constant) {
       cpu::loss_forward<scalar_t, Acc, decltype(target_constant)::value>(
-          P, t64.const_data_ptr<double>(), B, D, pred.const_data_ptr<scalar_t>(), pred.stride(0),
-          resid.mutable_data_ptr<scalar_t>(), sq_partial, rdt_partial, at_parallel_for);
+          P, t64.const_data_ptr<double>(), B, D, pred.const_data_ptr<scalar_t>(), pred.stride(0), factors.out_scale,
+          out.resid.mutable_data_ptr<scalar_t>(), sq_partial, rdt_partial, at_parallel_for);
     };
     if (tgt == Target::kVelocity)
       run(std::integral_constant<Target, Target::kVelocity>{});
     else
       run(std::integral_constant<Target, Target::kEndpoint>{});
-    cpu::loss_finish<Acc>(kind, huber_c, B, D, sq_partial, rdt_partial, l.mutable_data_ptr<Acc>(),
-                          scale.mutable_data_ptr<Acc>(), dt.mutable_data_ptr<Acc>(), at_parallel_for);
+    cpu::loss_finish(loss_outputs<Acc>(out, kind, huber_c, factors), B, D, sq_partial, rdt_partial, at_parallel_for);
   });
-  return {l, resid, scale, dt};
+  return {out.loss, out.resid, out.scale, out.dt};
 }
 
 }  // namespace
@@ -200,7 +212,8 @@ TORCH_LIBRARY(bezier_kernels, m) {
       "path_bwd(Tensor[] grads, Tensor x0, Tensor x1, Tensor? guides, Tensor t, int[] orders, "
       "bool points_grad, bool t_grad) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
-      "loss_fwd(Tensor pred, Tensor x0, Tensor x1, Tensor? guides, Tensor t, str target, str loss, "
+      "loss_fwd(Tensor pred, Tensor x0, Tensor x1, Tensor? guides, Tensor t, Tensor row_weight, Tensor? out_scale, "
+      "str target, str loss, "
       "float huber_c) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 

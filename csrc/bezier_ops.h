@@ -23,6 +23,33 @@ ControlPointsShape check_control_points(const at::Tensor& x0, const at::Tensor& 
 std::vector<int> check_orders(at::IntArrayRef orders, int max_order);
 Target parse_target(c10::string_view target);
 Loss parse_loss(c10::string_view loss);
+// pred must be [B, D] like x0 (dtype, device) with unit feature stride.
+void check_pred(const at::Tensor& pred, const at::Tensor& x0, const ControlPointsShape& shape);
+// loss_fwd's per-sample factors, [B] float64 contiguous on x0's device: row_weight m_b (sample
+// b's factor in the reduced loss) and out_scale (the factor of r in the [B, D] output; null: 1).
+struct LossFactors {
+  const double* row_weight;
+  const double* out_scale;
+};
+LossFactors check_loss_factors(const at::Tensor& row_weight, const std::optional<at::Tensor>& out_scale,
+                               const at::Tensor& x0, const ControlPointsShape& shape);
+// One [B, D] gradient per order, in x0's dtype and on its device; returned contiguous.
+std::vector<at::Tensor> check_grads(at::TensorList grads, const at::Tensor& x0, const ControlPointsShape& shape,
+                                    size_t count);
+
+// path_bwd's point gradients: x0, x1 [B, D] and guides [B, n-1, D], contiguous; shape [0] when
+// not asked for (and guides when n = 1).
+struct PointGrads {
+  at::Tensor x0, x1, guides;
+};
+PointGrads empty_point_grads(const at::Tensor& x0, const ControlPointsShape& shape, bool points_grad);
+
+// loss_fwd's outputs: loss, scale, dloss_dt [B] in x0's accumulation type (float32, or float64
+// for float64), resid [B, D] like x0.
+struct LossTensors {
+  at::Tensor loss, resid, scale, dt;
+};
+LossTensors empty_loss_outputs(const at::Tensor& x0, const ControlPointsShape& shape);
 
 template <typename T>
 ControlPoints<const T> control_points(const at::Tensor& x0, const at::Tensor& x1,
@@ -41,6 +68,27 @@ ControlPoints<const T> control_points(const at::Tensor& x0, const at::Tensor& x1
   }
   P.degree = degree;
   return P;
+}
+
+// LossTensors' per-sample outputs as the kernels fill them.
+template <typename Acc>
+LossOutputs<Acc> loss_outputs(LossTensors& out, Loss kind, double huber_c, const LossFactors& factors) {
+  return {kind, huber_c, out.loss.mutable_data_ptr<Acc>(), out.scale.mutable_data_ptr<Acc>(),
+          out.dt.mutable_data_ptr<Acc>(), factors.row_weight};
+}
+
+// The layout of PointGrads (points_grad true) as ControlPoints.
+template <typename T>
+ControlPoints<T> gradient_points(PointGrads& grads, const ControlPointsShape& shape) {
+  ControlPoints<T> G;
+  G.x0 = grads.x0.mutable_data_ptr<T>();
+  G.x1 = grads.x1.mutable_data_ptr<T>();
+  G.guides = shape.degree > 1 ? grads.guides.mutable_data_ptr<T>() : nullptr;
+  G.x0_batch_stride = G.x1_batch_stride = shape.features;
+  G.guides_batch_stride = (shape.degree - 1) * shape.features;
+  G.guides_point_stride = shape.features;
+  G.degree = shape.degree;
+  return G;
 }
 
 }  // namespace bezier

@@ -19,7 +19,8 @@ DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 DEVICES = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
 
 
-def _interpreted(backend: str, device: str) -> bool:
+def interpreted(backend: str, device: str) -> bool:
+    """Triton on the CPU runs in the Triton interpreter: exact, but slow (small shapes there)."""
     return backend == "triton" and device == "cpu"
 
 
@@ -42,7 +43,7 @@ def backend_cases(fused_only: bool = False):
 
 def supports_dtype(backend: str, device: str, dtype: torch.dtype) -> bool:
     """The Triton interpreter (CPU) has no bfloat16, and its float16 is not the GPU's: GPU only."""
-    return not (_interpreted(backend, device) and dtype in (torch.float16, torch.bfloat16))
+    return not (interpreted(backend, device) and dtype in (torch.float16, torch.bfloat16))
 
 
 def skip_unsupported(backend: str, device: str, dtype: torch.dtype) -> None:

@@ -7,7 +7,7 @@ import torch
 import bezier_kernels as bk
 from bezier_kernels import reference
 
-from conftest import DTYPES, TOLERANCE, make_path, reference64, rel_err, skip_unsupported
+from conftest import DTYPES, TOLERANCE, interpreted, make_path, reference64, rel_err, skip_unsupported
 
 DEGREES = [1, 2, 3, 4, 7, 16, 33, 64]
 ORDER_SETS = [(0,), (1,), (2,), (0, 1), (1, 0), (0, 1, 2), (2, 0)]
@@ -117,7 +117,8 @@ def test_nan_and_inf_propagate(backend_device):
 @pytest.mark.parametrize("degree", [1, 2, 5])
 def test_path_gradcheck(backend_device, degree, orders):
     backend, device = backend_device
-    x0, x1, g, t = make_path(3, (2, 3), degree, torch.float64, device, t_dtype=torch.float64, endpoints=False)
+    features = (2,) if interpreted(backend, device) else (2, 3)  # every element costs two interpreted calls
+    x0, x1, g, t = make_path(3, features, degree, torch.float64, device, t_dtype=torch.float64, endpoints=False)
     inputs = [x0, x1, t] + ([g] if g is not None else [])
     for x in inputs:
         x.requires_grad_(True)
@@ -175,8 +176,9 @@ def test_loss_matches_float64_reference(backend_device, target, loss, dtype, deg
 @pytest.mark.parametrize("weighted", [False, True])
 def test_loss_gradcheck(backend_device, target, loss, reduction, weighted):
     backend, device = backend_device
-    x0, x1, g, t = make_path(3, (2, 2), 3, torch.float64, device, t_dtype=torch.float64, endpoints=False)
-    pred = torch.randn(3, 2, 2, dtype=torch.float64, device=device)
+    features = (2,) if interpreted(backend, device) else (2, 2)  # every element costs two interpreted calls
+    x0, x1, g, t = make_path(3, features, 3, torch.float64, device, t_dtype=torch.float64, endpoints=False)
+    pred = torch.randn((3,) + features, dtype=torch.float64, device=device)
     weight = torch.rand(3, dtype=torch.float64, device=device) if weighted else None
     inputs = tuple(x.requires_grad_(True) for x in (pred, x0, x1, g, t))
     huber_c = 0.5 if loss == "pseudo_huber" else None  # a c of the residuals' size keeps gradcheck well conditioned
@@ -205,6 +207,56 @@ def test_loss_gradients_match_reference(backend_device, target, loss, dtype):
                                                      weight=weight.double(), backend="torch"), leaves64)
     for name, a, b in zip(("pred", "x0", "x1", "guides", "t"), got, ref):
         assert rel_err(a, b) <= 2 * TOLERANCE[dtype], (name, rel_err(a, b))
+
+
+@pytest.mark.parametrize("target,loss", LOSS_KINDS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_loss_student_gradients(backend_device, target, loss, reduction, dtype):
+    """The distillation step's case: gradients reach pred, t and weight only (the kernel writes dL/dpred
+    directly), under an upstream gradient that is 1, a scalar, or one value per sample."""
+    backend, device = backend_device
+    skip_unsupported(backend, device, dtype)
+    t_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    x0, x1, g, t = make_path(6, (2, 9), 3, dtype, device, t_dtype=t_dtype, seed=5)
+    pred = torch.randn(6, 2, 9, dtype=torch.float64).to(device=device, dtype=dtype)
+    weight = torch.rand(6, device=device, dtype=t_dtype)
+    upstreams = [None, torch.tensor(2.5, device=device)] if reduction != "none" else [torch.rand(6, device=device)]
+    for upstream in upstreams:
+        leaves = [x.detach().clone().requires_grad_(True) for x in (pred, t, weight)]
+        leaves64 = [x.detach().double().requires_grad_(True) for x in (pred, t, weight)]
+        got_loss = bk.bezier_distill_loss(leaves[0], x0, x1, leaves[1], g, target=target, loss=loss,
+                                          weight=leaves[2], reduction=reduction, backend=backend)
+        ref_loss = bk.bezier_distill_loss(leaves64[0], x0.double(), x1.double(), leaves64[1], g.double(),
+                                          target=target, loss=loss, weight=leaves64[2], reduction=reduction,
+                                          backend="torch")
+        assert rel_err(got_loss.detach(), ref_loss.detach()) <= TOLERANCE[dtype]
+        up = upstream if upstream is None else upstream.to(got_loss.dtype)
+        got = torch.autograd.grad(got_loss, leaves, up)
+        ref = torch.autograd.grad(ref_loss, leaves64, None if upstream is None else upstream.double())
+        for name, a, b in zip(("pred", "t", "weight"), got, ref):
+            assert a.dtype == leaves[("pred", "t", "weight").index(name)].dtype
+            assert rel_err(a, b) <= 2 * TOLERANCE[dtype], (name, upstream, rel_err(a, b))
+
+
+def test_loss_backward_twice(backend_device):
+    """retain_graph: a second backward gives the right gradients or raises; never a wrong answer.
+    (The fused loss's backward may scale its saved gradient in place.)"""
+    backend, device = backend_device
+    x0, x1, g, t = make_path(5, (7,), 2, torch.float32, device)
+    pred = torch.randn(5, 7, device=device, requires_grad=True)
+    (ref,) = torch.autograd.grad(bk.bezier_distill_loss(pred, x0, x1, t, g, backend="torch"), pred)
+    for scale in (1.0, 3.0):
+        pred.grad = None
+        loss = bk.bezier_distill_loss(pred, x0, x1, t, g, backend=backend) * scale
+        loss.backward(retain_graph=True)
+        torch.testing.assert_close(pred.grad, scale * ref, rtol=1e-5, atol=1e-7)
+        try:
+            loss.backward()
+        except RuntimeError as error:
+            assert "modified by an inplace operation" in str(error)
+        else:
+            torch.testing.assert_close(pred.grad, 2 * scale * ref, rtol=1e-5, atol=1e-7)
 
 
 def test_loss_defaults_equal_mse_loss(backend_device):

@@ -29,9 +29,17 @@ def test_opcheck(fused_backend_device, degree):
         (ops.path_fwd, (x0, x1, g, t, [1])),
         (ops.path_bwd, ([torch.randn_like(x0), torch.randn_like(x0)], x0, x1, g, t, [2, 0], True, True)),
         (ops.path_bwd, ([torch.randn_like(x0)], x0, x1, g, t, [1], False, True)),
-        (ops.loss_fwd, (pred, grad_in[0], grad_in[1], gg, grad_in[2], "velocity", "mse", 0.0)),
-        (ops.loss_fwd, (pred, x0, x1, g, grad_in[2], "endpoint", "pseudo_huber", 0.3)),
+        # loss_fwd is forward-only (distill_loss carries the loss's autograd)
+        (ops.loss_fwd, (pred.detach(), x0, x1, g, t, torch.rand_like(t), None, "velocity", "mse", 0.0)),
+        (ops.loss_fwd, (pred.detach(), x0, x1, g, t, torch.rand_like(t), torch.rand_like(t), "endpoint",
+                        "pseudo_huber", 0.3)),
     ]
+    weight = torch.rand(x0.shape[0], dtype=x0.dtype, device=device, requires_grad=True)
+    for target, loss, reduction, residual in (("velocity", "mse", "mean", False), ("endpoint", "pseudo_huber", "none", False),
+                                              ("velocity", "pseudo_huber", "sum", True), ("endpoint", "mse", "mean", True)):
+        points = (grad_in[0], grad_in[1], gg) if residual else (x0, x1, g)
+        samples.append((torch.ops.bezier_kernels.distill_loss.default,
+                        (pred, *points, grad_in[2], weight, target, loss, 0.2, reduction, residual, backend)))
     for op, args in samples:
         torch.library.opcheck(op, args)
 
@@ -110,20 +118,22 @@ def test_cpp_respects_thread_count():
 
 
 @pytest.mark.slow
-def test_more_than_2_31_elements():
+@pytest.mark.parametrize("backend,device", [("cpp", "cpu"), ("cuda", "cuda")], ids=["cpp-cpu", "cuda-cuda"])
+def test_more_than_2_31_elements(backend, device):
     """64-bit offsets: a [B, D] bfloat16 path with 2^31 + 2^20 elements per tensor, checked at the far end."""
-    if not bk.available_backends()["cpp"].available:
-        pytest.skip(bk.available_backends()["cpp"].reason)
+    info = bk.available_backends()[backend]
+    if not info.available or device not in info.devices:
+        pytest.skip(f"{backend} on {device}: {info.reason}")
     D = 4096
     B = (2**31 + 2**20) // D
     # x0 and x1 are overlapping row-shifted views of one buffer of small integers (exact in bf16)
-    storage = torch.empty(B + 1, D, dtype=torch.bfloat16)
-    rows = torch.arange(B + 1).remainder_(241).to(torch.bfloat16)[:, None]
-    cols = torch.arange(D).remainder_(13).to(torch.bfloat16)[None, :]
+    storage = torch.empty(B + 1, D, dtype=torch.bfloat16, device=device)
+    rows = torch.arange(B + 1, device=device).remainder_(241).to(torch.bfloat16)[:, None]
+    cols = torch.arange(D, device=device).remainder_(13).to(torch.bfloat16)[None, :]
     torch.add(rows, cols, out=storage)
     x0, x1 = storage[:B], storage[1:]
-    t = torch.full((B,), 0.5)
-    (pos,) = bk.bezier(x0, x1, t, orders=(0,), backend="cpp")
+    t = torch.full((B,), 0.5, device=device)
+    (pos,) = bk.bezier(x0, x1, t, orders=(0,), backend=backend)
     assert pos.numel() > 2**31
     for rows in (slice(0, 4), slice(B // 2, B // 2 + 4), slice(B - 4, B)):
         expect = 0.5 * (x0[rows].float() + x1[rows].float())

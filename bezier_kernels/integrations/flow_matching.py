@@ -45,7 +45,8 @@ class BezierProbPath(ProbPath):
 
     guide_provider: None, or a callable (x_0, x_1) -> guides [B, n-1, *F] (or None) used when
     `sample` gets no `guides`. With no guides the path is the straight line and `sample` returns
-    the same x_t and dx_t as flow_matching's CondOTProbPath, bit for bit whenever 1 - t is exact in
+    the same x_t and dx_t as flow_matching's CondOTProbPath (bit for bit on the torch and cpp backends;
+    within one rounding on triton/cuda, whose kernels fuse the multiply-add) whenever 1 - t is exact in
     t's dtype (t from torch.rand, as its training loops draw it); otherwise (e.g. float64 x with an
     arbitrary float32 t) x_t here is the more accurate, as 1 - t is formed in float64.
     backend: a name of bezier_kernels.BACKENDS or "auto" (SPEC section 3).

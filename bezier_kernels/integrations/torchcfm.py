@@ -36,8 +36,8 @@ class BezierConditionalFlowMatcher(ConditionalFlowMatcher):
 
     sigma: constant smoothing >= 0 (torchcfm's sigma). guide_provider: None, or a callable
     (x0, x1) -> guides [B, n-1, *F] (or None) used when a method gets no `guides`. With no guides
-    it returns, bit for bit, what torchcfm's ConditionalFlowMatcher(sigma) returns from the same
-    random state. backend: a name of bezier_kernels.BACKENDS or "auto" (SPEC section 3).
+    it returns what torchcfm's ConditionalFlowMatcher(sigma) returns from the same random state: bit
+    for bit on the torch and cpp backends, within one rounding on triton/cuda (fused multiply-add). backend: a name of bezier_kernels.BACKENDS or "auto" (SPEC section 3).
     """
 
     def __init__(self, sigma: float = 0.0, guide_provider: GuideProvider | None = None, *, backend: str = "auto"):

@@ -8,19 +8,12 @@
 #include <vector>
 
 #include "bezier_cpu.h"
+#include "naive.h"
 
 using namespace bezier;
+using namespace bezier_test;
 
 namespace {
-
-int failures = 0;
-
-void expect(bool ok, const char* what, double value) {
-  if (!ok) {
-    ++failures;
-    std::printf("FAIL %s (%.3g)\n", what, value);
-  }
-}
 
 // Splits [begin, end) over a few std::threads, like at::parallel_for.
 const auto threaded_for = [](int64_t begin, int64_t end, int64_t grain, const auto& f) {
@@ -29,24 +22,6 @@ const auto threaded_for = [](int64_t begin, int64_t end, int64_t grain, const au
   for (int64_t s = begin; s < end; s += chunk) pool.emplace_back([&, s] { f(s, std::min(end, s + chunk)); });
   for (auto& th : pool) th.join();
 };
-
-// k-th derivative of the curve through points (degree n) at t: n!/(n-k)! times de Casteljau of
-// the k-th differences.
-double naive_derivative(std::vector<double> p, int k, double t) {
-  const int n = static_cast<int>(p.size()) - 1;
-  if (k > n) return 0.0;
-  double factor = 1.0;
-  for (int r = 0; r < k; ++r) {
-    for (size_t i = 0; i + 1 < p.size(); ++i) p[i] = p[i + 1] - p[i];
-    p.pop_back();
-    factor *= n - r;
-  }
-  for (size_t len = p.size(); len > 1; --len)
-    for (size_t i = 0; i + 1 < len; ++i) p[i] = (1 - t) * p[i] + t * p[i + 1];
-  return factor * p[0];
-}
-
-double rel(double a, double b, double scale) { return std::fabs(a - b) / std::max(scale, 1e-300); }
 
 void test_weights() {
   const double ts[] = {0.0, 1.0, 0.5, 0.123, 0.999, -0.4, 1.3};
@@ -75,32 +50,6 @@ void test_weights() {
     }
   }
 }
-
-template <typename T>
-struct Batch {
-  int64_t B, D;
-  int n;
-  std::vector<T> stacked;  // [B, n+1, D]: guides are a strided view
-  std::vector<double> t;
-
-  Batch(int64_t B_, int64_t D_, int n_, unsigned seed) : B(B_), D(D_), n(n_), stacked(B_ * (n_ + 1) * D_), t(B_) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<double> normal;
-    std::uniform_real_distribution<double> uniform;
-    for (auto& v : stacked) v = static_cast<T>(normal(rng));
-    for (auto& v : t) v = uniform(rng);
-    if (B > 2) t[0] = 0.0, t[1] = 1.0;
-  }
-  ControlPoints<const T> points() const {
-    const T* base = stacked.data();
-    return {base, base + n * D, base + D, (n + 1) * D, (n + 1) * D, (n + 1) * D, D, n};
-  }
-  std::vector<double> column(int64_t b, int64_t d) const {
-    std::vector<double> p(n + 1);
-    for (int i = 0; i <= n; ++i) p[i] = static_cast<double>(stacked[(b * (n + 1) + i) * D + d]);
-    return p;
-  }
-};
 
 template <typename T>
 void test_path(int n, int64_t B, int64_t D, double tol) {
@@ -147,15 +96,15 @@ void test_path(int n, int64_t B, int64_t D, double tol) {
   if (B > 2) {  // exact endpoints: order 0 is the second requested output
     bool exact = true;
     for (int64_t d = 0; d < D; ++d) {
-      exact &= out[(1 * B + 0) * D + d] == batch.stacked[(0 * (n + 1) + 0) * D + d];
-      exact &= out[(1 * B + 1) * D + d] == batch.stacked[(1 * (n + 1) + n) * D + d];
+      exact &= out[(1 * B + 0) * D + d] == batch.at(0, 0, d);
+      exact &= out[(1 * B + 1) * D + d] == batch.at(1, n, d);
     }
     expect(exact, "B(0) = P0 and B(1) = Pn exactly", 0);
   }
 }
 
 template <typename T, Target target>
-void test_loss(int n, int64_t B, int64_t D, Loss kind, double tol) {
+void test_loss(int n, int64_t B, int64_t D, Loss kind, double tol, bool scaled) {
   Batch<T> batch(B, D, n, 5 * n + 1);
   std::vector<T> pred(B * D), resid(B * D);
   std::mt19937 rng(3);
@@ -165,34 +114,14 @@ void test_loss(int n, int64_t B, int64_t D, Loss kind, double tol) {
   std::vector<double> sq(tiles), rdt(tiles);
   std::vector<T> loss(B), scale(B), dt(B);
   const double c = 0.3;
-  cpu::loss_forward<T, T, target>(batch.points(), batch.t.data(), B, D, pred.data(), D, resid.data(), sq.data(),
-                                  rdt.data(), threaded_for);
-  cpu::loss_finish<T>(kind, c, B, D, sq.data(), rdt.data(), loss.data(), scale.data(), dt.data(), threaded_for);
-  double worst = 0.0;
-  for (int64_t b = 0; b < B; ++b) {
-    double s = 0.0, sdt = 0.0;
-    const double t = batch.t[b];
-    for (int64_t d = 0; d < D; ++d) {
-      const auto p = batch.column(b, d);
-      const double v = static_cast<double>(pred[b * D + d]);
-      double r, drdt;
-      if (target == Target::kVelocity) {
-        r = v - naive_derivative(p, 1, t);
-        drdt = -naive_derivative(p, 2, t);
-      } else {
-        r = naive_derivative(p, 0, t) + (1 - t) * v - p[n];
-        drdt = naive_derivative(p, 1, t) - v;
-      }
-      worst = std::max(worst, rel(static_cast<double>(resid[b * D + d]), r, std::max(1.0, std::fabs(r))));
-      s += r * r;
-      sdt += r * drdt;
-    }
-    const double l = kind == Loss::kMse ? s / D : std::sqrt(s + c * c) - c;
-    const double f = kind == Loss::kMse ? 2.0 / D : 1.0 / std::sqrt(s + c * c);
-    worst = std::max(worst, rel(static_cast<double>(loss[b]), l, std::max(1e-3, std::fabs(l))));
-    worst = std::max(worst, rel(static_cast<double>(scale[b]), f, f));
-    worst = std::max(worst, rel(static_cast<double>(dt[b]), f * sdt, std::max(1.0, std::fabs(f * sdt))));
-  }
+  // scaled: per-sample output multipliers and loss weights; else the null pointers (all 1)
+  const auto out_scale = sample_factors(B, scaled, 0.5, 0.25), row_weight = sample_factors(B, scaled, 1.5, -0.1);
+  cpu::loss_forward<T, T, target>(batch.points(), batch.t.data(), B, D, pred.data(), D,
+                                  scaled ? out_scale.data() : nullptr, resid.data(), sq.data(), rdt.data(),
+                                  threaded_for);
+  cpu::loss_finish(LossOutputs<T>{kind, c, loss.data(), scale.data(), dt.data(), scaled ? row_weight.data() : nullptr},
+                   B, D, sq.data(), rdt.data(), threaded_for);
+  const double worst = loss_error(batch, target, kind, c, pred, D, resid, loss, scale, dt, out_scale, row_weight);
   expect(worst <= tol, "loss_forward vs naive", worst);
 }
 
@@ -206,10 +135,12 @@ int main() {
       test_path<float>(n, 5, D, 2e-5);
     }
     test_path<float>(n, 0, 9, 0);
-    test_loss<double, Target::kVelocity>(n, 4, 600, Loss::kMse, 1e-10);
-    test_loss<double, Target::kEndpoint>(n, 4, 600, Loss::kPseudoHuber, 1e-10);
-    test_loss<float, Target::kVelocity>(n, 4, 600, Loss::kPseudoHuber, 1e-4);
-    test_loss<float, Target::kEndpoint>(n, 4, 600, Loss::kMse, 1e-4);
+    for (bool scaled : {false, true}) {
+      test_loss<double, Target::kVelocity>(n, 4, 600, Loss::kMse, 1e-10, scaled);
+      test_loss<double, Target::kEndpoint>(n, 4, 600, Loss::kPseudoHuber, 1e-10, scaled);
+      test_loss<float, Target::kVelocity>(n, 4, 600, Loss::kPseudoHuber, 1e-4, scaled);
+      test_loss<float, Target::kEndpoint>(n, 4, 600, Loss::kMse, 1e-4, scaled);
+    }
   }
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "OK", failures);
   return failures ? 1 : 0;

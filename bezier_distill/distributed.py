@@ -1,0 +1,135 @@
+"""Several processes, one run: torchrun launches, DistributedDataParallel training, sharded generation.
+
+torchrun starts one process per device and sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
+MASTER_PORT in each; `launch` joins them into one process group (NCCL for CUDA devices, Gloo for
+the CPU) for the length of a command. A process started without torchrun is a world of one, and
+every helper here then does nothing.
+
+What the ranks split, and why the result does not depend on how many there are:
+    training    every rank draws the same global batch from the step's generator, seeded by
+                (seed, step), and keeps its own contiguous rows of it (`batch_rows`);
+                DistributedDataParallel averages the gradients of the equal slices, which is the
+                gradient of the global batch, so every rank makes the single-process update (to
+                rounding). Checkpoints hold global state only: a run resumes on any number of ranks.
+    generation  rank r writes chunks r, r + W, r + 2W, ... of a dataset (`my_chunks`); chunk i
+                draws its x0 from a generator seeded by (seed, i), so the data are bit for bit
+                those of one process.
+Only rank 0 writes checkpoints, logs, run configs and manifests. Run and dataset directories must
+be on a filesystem every rank sees (one node, or a shared filesystem across nodes).
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the run: rank in [0, size), and its rank on its node (its GPU index)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that writes files and shows progress."""
+        return self.rank == 0
+
+
+def world() -> World:
+    """The current process group's world; a world of one when none was joined."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return World()
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def launched() -> bool:
+    """Whether this process was started by torchrun (or another launcher setting RANK and WORLD_SIZE)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def rank_device(device: torch.device | str) -> torch.device:
+    """device, with a CUDA device without an index made this process's own GPU (cuda:LOCAL_RANK)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and launched():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
+
+
+@contextmanager
+def launch(device: torch.device | str) -> Iterator[torch.device]:
+    """Joins torchrun's process group (env:// rendezvous; NCCL on CUDA, Gloo on the CPU) until the block
+    ends, and yields this process's device. Outside torchrun, or when a group exists already, it joins
+    nothing and yields the device as given."""
+    device = rank_device(device)
+    if not launched() or dist.is_initialized():
+        yield device
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                            device_id=device if device.type == "cuda" else None)
+    try:
+        yield device
+    finally:
+        dist.destroy_process_group()
+
+
+def batch_problem(batch_size: int) -> str | None:
+    """None when a global batch splits evenly across the ranks, else the problem (for config checks)."""
+    size = world().size
+    return None if batch_size % size == 0 else \
+        f"must split evenly across the {size} ranks of this launch, got {batch_size}"
+
+
+def batch_rows(batch_size: int) -> slice:
+    """This rank's rows of a global batch of batch_size: the r-th of world-size equal contiguous slices.
+
+    Equal slices make DistributedDataParallel's average of per-rank mean-loss gradients the gradient
+    of the global batch's mean loss.
+    """
+    problem = batch_problem(batch_size)
+    if problem:
+        raise ValueError(f"batch_size {problem}")
+    w = world()
+    rows = batch_size // w.size
+    return slice(w.rank * rows, (w.rank + 1) * rows)
+
+
+def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """model wrapped in DistributedDataParallel when there are several ranks (gradients averaged across
+    them in backward), else model itself. Buffers are constants here, so they are not re-broadcast."""
+    if world().size == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   forward_sync_buffers=False)
+
+
+def mean(values: Tensor) -> Tensor:
+    """The mean of values over the ranks (a new tensor; values itself when alone)."""
+    size = world().size
+    if size == 1:
+        return values
+    total = values.clone()
+    dist.all_reduce(total)  # Gloo has no ReduceOp.AVG: sum, then divide
+    return total / size
+
+
+def barrier() -> None:
+    """Waits until every rank gets here."""
+    if world().size > 1:
+        dist.barrier()
+
+
+def my_chunks(count: int) -> list[int]:
+    """The chunk indices of this rank among count chunks: rank, rank + W, rank + 2W, ..."""
+    w = world()
+    return list(range(w.rank, count, w.size))
