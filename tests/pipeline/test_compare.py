@@ -196,3 +196,24 @@ def test_a_digits_comparison_reports_the_classifier_frechet_distance(tmp_path, m
     assert set(results["figures"]) == {"samples", "losses"}  # no 2-D trajectories for images
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert "FD (classifier)" in markdown and f"{100 * results['classifier']['accuracy']:.1f}%" in markdown
+
+
+def test_the_results_page_keeps_its_text_and_renders_every_run_from_copied_json(comparison, tmp_path):
+    out = comparison[0]
+    page = tmp_path / "results.md"
+    page.write_text(f"# Results\n\nThe reading, by hand.\n\n{report.PAGE_MARKER}\n\nstale tables\n")
+    report.write_page(page, [out])
+    text = page.read_text()
+    assert text.startswith("# Results\n\nThe reading, by hand.\n\n" + report.PAGE_MARKER) and "stale" not in text
+    copy = tmp_path / "results" / f"{out.name}.json"
+    assert json.loads(copy.read_text()) == json.loads((out / "results.json").read_text())
+    assert (tmp_path / "results" / f"{out.name}-trajectories.png").stat().st_size > 0
+    assert f"![{out.name}-trajectories](results/{out.name}-trajectories.png)" in text
+    results = json.loads(copy.read_text())
+    rows = parse_table(text, "Students at one and two steps")[:len(results["costs"])]
+    assert [cells[0] for cells in rows] == [cost["method"] for cost in results["costs"]]
+    for cells, cost in zip(rows, results["costs"]):
+        row = report.headline_row(results, cost["method"], 1)
+        assert float(cells[3].split(" ± ")[0]) == pytest.approx(row["metrics"]["energy_distance"]["mean"], rel=5e-3)
+    report.write_page(page, [out])
+    assert page.read_text() == text
