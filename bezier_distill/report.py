@@ -153,9 +153,17 @@ def render_page(text: str, results: dict[str, dict], figures: dict[str, list[str
     return "\n".join(lines) + "\n"
 
 
+def small_copy(source: Path, target: Path, colours: int = 16) -> None:
+    """A copy of a PNG figure with its colours reduced to a palette, small enough to commit."""
+    from PIL import Image
+
+    with Image.open(source) as image:
+        image.convert("RGB").quantize(colours).save(target, optimize=True)
+
+
 def write_page(page: str | Path, runs: list[str | Path], figures: tuple[str, ...] = ("trajectories", "samples")) -> Path:
     """Copies each run's results.json and the first of `figures` it made (2-D runs: the trajectories; digits:
-    the samples) into the folder named like `page` without .md, as <run name>.json and <run name>-<figure>.png,
+    the samples; a 16-colour copy) into the folder named like `page` without .md, as <run name>.json and <run name>-<figure>.png,
     then rewrites the generated part of `page` from those copies."""
     page = Path(page)
     folder = page.with_suffix("")
@@ -167,7 +175,7 @@ def write_page(page: str | Path, runs: list[str | Path], figures: tuple[str, ...
         copied[run.name] = []
         made = [figure for figure in figures if figure in results[run.name].get("figures", {})]
         if made:
-            shutil.copyfile(run / results[run.name]["figures"][made[0]], folder / f"{run.name}-{made[0]}.png")
+            small_copy(run / results[run.name]["figures"][made[0]], folder / f"{run.name}-{made[0]}.png")
             copied[run.name].append(f"{folder.name}/{run.name}-{made[0]}.png")
     text = page.read_text() if page.exists() else "# Results\n"
     atomic_write(page, render_page(text, results, copied, folder.name))
