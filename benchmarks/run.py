@@ -1,6 +1,6 @@
 """The benchmark suite (SPEC section 6): every op and the training step, against the reference.
 
-    python -m benchmarks.run --quick            # this 2-core CPU: ~20 min, 21 torch.compile runs
+    python -m benchmarks.run --quick            # this 2-core CPU: 5 min when quiet, 21 torch.compile runs
     python -m benchmarks.run --preset full      # a GPU: every op, size and dtype
     python -m benchmarks.run --quick --ops position+velocity --degrees 1 3 --compile none
 
