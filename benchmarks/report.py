@@ -60,8 +60,13 @@ def _git_revision() -> str:
     return rev + ("-dirty" if dirty else "")
 
 
+# environment variables that change what a run measures (the allocator, threading), recorded when set
+SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "LD_PRELOAD", "OMP_NUM_THREADS",
+            "BEZIER_KERNELS_BACKEND", "TRITON_INTERPRET")
+
+
 def environment(device: torch.device) -> dict:
-    """Where and when: device, versions, git revision, date, threads, load."""
+    """Where and when: device, versions, git revision, date, threads, load, settings from the environment."""
     now = dt.datetime.now(dt.timezone.utc)
     return {
         "date": now.strftime("%Y-%m-%d"),
@@ -77,6 +82,7 @@ def environment(device: torch.device) -> dict:
         "load_average_start": list(os.getloadavg()),
         "cuda": torch.version.cuda,
         "backends": {name: str(info) for name, info in bk.available_backends().items()},
+        "settings": {name: os.environ[name] for name in SETTINGS if name in os.environ},
     }
 
 
@@ -223,7 +229,8 @@ def environment_line(env: dict, copy: dict) -> str:
     return (f"{env['device_name']} ({env['device_type']}, {env['threads']} threads of {env['cpu_count']} CPUs), "
             f"torch {env['torch']}, triton {env['triton']}, git {env['git_revision']}, {env['time_utc']}, "
             f"load average {load}; measured copy bandwidth {copy['gbps']:.1f} GB/s "
-            f"(best {copy['best_gbps']:.1f}, {copy['nbytes'] / 1e6:.0f} MB buffers)")
+            f"(best {copy['best_gbps']:.1f}, {copy['nbytes'] / 1e6:.0f} MB buffers)" +
+            "".join(f"; {name}={value}" for name, value in env.get("settings", {}).items()))
 
 
 def markdown(result: dict) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,9 @@ def test_cli_writes_every_output(tmp_path):
     cmd = [sys.executable, "-m", "benchmarks.run", "--device", "cpu", "--ops", *OPS, "--degrees", str(DEGREE),
            "--sizes", f"{B}x{D}", "--repeats", "2", "--warmup", "1", "--providers", "eager", "cpp",
            "--compile", "none", "--copy-mb", "4", "--train-cases", "mlp2d", "--train-batch", "16", "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    settings = {"MALLOC_ARENA_MAX": "4"}  # an allocator setting the run must record (it changes the timings)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **settings})
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     names = ("ops.csv", "train_step.csv", "results.json", "results.md", "gbps.png")
@@ -50,6 +53,7 @@ def test_cli_writes_every_output(tmp_path):
     result = json.loads((out / "results.json").read_text())
     env = result["environment"]
     assert env["device_type"] == "cpu" and env["threads"] >= 1 and env["torch"] and env["git_revision"]
+    assert env["settings"]["MALLOC_ARENA_MAX"] == "4"
     assert result["copy_bandwidth"]["gbps"] > 0
     rows = result["rows"]
     assert [(r["op"], r["provider"]) for r in rows] == [(op, p) for op in OPS for p in ("eager", "cpp")]
@@ -73,6 +77,7 @@ def test_cli_writes_every_output(tmp_path):
         assert (c["op"], c["provider"]) == (r["op"], r["provider"]) and float(c["median_ms"]) == r["median_ms"]
 
     markdown = (out / "results.md").read_text()
+    assert "; MALLOC_ARENA_MAX=4" in markdown.splitlines()[2]
     table = _table(markdown, "Every op")
     assert len(table) == len(rows)
     for cells, r in zip(table, rows):
