@@ -138,6 +138,25 @@ def _bernstein_weights_kernel(t_ptr, w_ptr, B, degree, first_order, count, power
 
 
 @triton.jit
+def _weight_offsets(row0, row1, row2, degree, B):
+    """Offsets of control point 0's weights in weight rows row_k of the [rows, n+1, B] weight table;
+    a point's are B further on than the previous one's."""
+    return (tl.cast(row0 * (degree + 1), tl.int64) * B, tl.cast(row1 * (degree + 1), tl.int64) * B,
+            tl.cast(row2 * (degree + 1), tl.int64) * B)
+
+
+@triton.jit
+def _point_address(point, degree, x0_ptr, x1_ptr, guides_ptr, x0_stride, x1_stride, guides_stride,
+                   guides_point_stride):
+    """Control point `point` of [x0, guides..., x1]: its base pointer and batch stride."""
+    first = point == 0
+    last = point == degree
+    base = tl.where(first, x0_ptr, tl.where(last, x1_ptr, guides_ptr + tl.cast(point - 1, tl.int64) * guides_point_stride))
+    stride = tl.where(first, x0_stride, tl.where(last, x1_stride, guides_stride))
+    return base, stride
+
+
+@triton.jit
 def _combine_points(x0_ptr, x1_ptr, guides_ptr, w_ptr, rows, cols, mask, B, degree,
                     x0_stride, x1_stride, guides_stride, guides_point_stride, row0, row1, row2,
                     NUM_ORDERS: tl.constexpr, ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -146,18 +165,14 @@ def _combine_points(x0_ptr, x1_ptr, guides_ptr, w_ptr, rows, cols, mask, B, degr
     in ACC; also returns the last point, x1."""
     row_mask = rows < B
     weights = w_ptr + rows  # + (row * (n+1) + point) * B: the samples' weights of a point
-    w0 = tl.cast(row0 * (degree + 1), tl.int64) * B  # offsets of point 0's weights; + B per point
-    w1 = tl.cast(row1 * (degree + 1), tl.int64) * B
-    w2 = tl.cast(row2 * (degree + 1), tl.int64) * B
+    w0, w1, w2 = _weight_offsets(row0, row1, row2, degree, B)
     acc0 = tl.zeros([BLOCK_B, BLOCK_D], ACC)
     acc1 = tl.zeros([BLOCK_B, BLOCK_D], ACC)
     acc2 = tl.zeros([BLOCK_B, BLOCK_D], ACC)
     p = tl.zeros([BLOCK_B, BLOCK_D], ACC)
     for point in range(0, degree + 1):
-        first = point == 0
-        last = point == degree
-        base = tl.where(first, x0_ptr, tl.where(last, x1_ptr, guides_ptr + tl.cast(point - 1, tl.int64) * guides_point_stride))
-        stride = tl.where(first, x0_stride, tl.where(last, x1_stride, guides_stride))
+        base, stride = _point_address(point, degree, x0_ptr, x1_ptr, guides_ptr, x0_stride, x1_stride,
+                                      guides_stride, guides_point_stride)
         p = tl.load(base + rows * stride + cols, mask=mask, other=0.0).to(ACC)
         acc0 = tl.fma(tl.load(weights + w0, mask=row_mask, other=0.0), p, acc0)
         w0 += B
@@ -222,9 +237,7 @@ def _path_bwd_kernel(x0_ptr, x1_ptr, guides_ptr, w_ptr, g0_ptr, g1_ptr, g2_ptr,
             g2 = tl.load(g2_ptr + rows * g2_stride + cols, mask=mask, other=0.0).to(ACC)
         if POINTS_GRAD:  # the gradients are contiguous: batch stride D (x0, x1) or (n-1) D (guides)
             weights = w_ptr + rows  # as in _combine_points
-            w0 = tl.cast(row0 * (degree + 1), tl.int64) * B
-            w1 = tl.cast(row1 * (degree + 1), tl.int64) * B
-            w2 = tl.cast(row2 * (degree + 1), tl.int64) * B
+            w0, w1, w2 = _weight_offsets(row0, row1, row2, degree, B)
             for point in range(0, degree + 1):
                 grad = tl.load(weights + w0, mask=row_mask, other=0.0) * g0
                 w0 += B
@@ -234,10 +247,8 @@ def _path_bwd_kernel(x0_ptr, x1_ptr, guides_ptr, w_ptr, g0_ptr, g1_ptr, g2_ptr,
                 if NUM_ORDERS > 2:
                     grad = tl.fma(tl.load(weights + w2, mask=row_mask, other=0.0), g2, grad)
                     w2 += B
-                first = point == 0
-                last = point == degree
-                base = tl.where(first, gx0_ptr, tl.where(last, gx1_ptr, gguides_ptr + tl.cast(point - 1, tl.int64) * D))
-                stride = tl.where(first | last, D, tl.cast(degree - 1, tl.int64) * D)
+                base, stride = _point_address(point, degree, gx0_ptr, gx1_ptr, gguides_ptr, D, D,
+                                              tl.cast(degree - 1, tl.int64) * D, D)
                 tl.store(base + rows * stride + cols, grad.to(gx0_ptr.dtype.element_ty), mask=mask)
         if T_GRAD:  # B^(k+1) of the tile, then sum_k g_k B^(k+1) over its features
             dt0, dt1, dt2, _ = _combine_points(x0_ptr, x1_ptr, guides_ptr, w_ptr, rows, cols, mask, B, degree,
