@@ -75,6 +75,12 @@ def launch(device: torch.device | str) -> Iterator[torch.device]:
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    # DistributedDataParallel imports torch.distributed.nn.functional on first use, whose functions take
+    # `group=group.WORLD` as a default argument. Imported while the group exists, they would hold it
+    # until interpreter shutdown: destroy_process_group could not stop Gloo's worker threads, and one
+    # of them freeing a finished all-reduce during shutdown aborts the process ("terminate called
+    # without an active exception"). Imported first, the defaults are None.
+    import torch.distributed.nn.functional  # noqa: F401
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                             device_id=device if device.type == "cuda" else None)
     try:

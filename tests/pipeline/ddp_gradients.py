@@ -3,10 +3,12 @@
 Run by tests/pipeline/test_pipeline_distributed.py under `torchrun --nproc_per_node=2 ddp_gradients.py OUT`:
 each rank computes the loss on its rows of one global batch inside DistributedDataParallel, and rank
 0 writes the synchronised gradients to OUT (safetensors). In a single process `gradients` is the
-reference: the same global batch, whole, without DDP.
+reference: the same global batch, whole, without DDP. A rank exits with an error when threads started
+inside the launch outlive it (Gloo's workers must stop when the process group is destroyed).
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -52,7 +54,13 @@ def case_name(backend: str, target: str, loss: str, dtype: torch.dtype) -> str:
     return f"{backend}-{target}-{loss}-{str(dtype).removeprefix('torch.')}"
 
 
+def threads() -> int:
+    """The OS threads of this process (Linux)."""
+    return len(os.listdir("/proc/self/task"))
+
+
 def main(out: str) -> None:
+    before = threads()
     with distributed.launch("cpu"):
         results = {}
         for backend in cpu_backends():
@@ -61,6 +69,10 @@ def main(out: str) -> None:
                 results.update({f"{case_name(backend, target, loss, dtype)}/{k}": v for k, v in grads.items()})
         if distributed.world().main:
             save_file(results, out)
+    # A Gloo worker still running at interpreter shutdown can free a finished all-reduce there, which
+    # aborts the process: destroying the group must have joined them (distributed.launch).
+    if threads() > before:
+        raise SystemExit(f"{threads() - before} threads started in the launch outlived its process group")
 
 
 if __name__ == "__main__":
