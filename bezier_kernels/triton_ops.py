@@ -146,6 +146,20 @@ def _weight_offsets(row0, row1, row2, degree, B):
 
 
 @triton.jit
+def _point_weights(weights, w0, w1, w2, row_mask, B, NUM_ORDERS: tl.constexpr):
+    """One control point's weights for the rows' samples in orders k < NUM_ORDERS (0 beyond), and
+    the offsets of the next point's."""
+    c0 = tl.load(weights + w0, mask=row_mask, other=0.0)
+    c1 = tl.zeros_like(c0)
+    c2 = tl.zeros_like(c0)
+    if NUM_ORDERS > 1:
+        c1 = tl.load(weights + w1, mask=row_mask, other=0.0)
+    if NUM_ORDERS > 2:
+        c2 = tl.load(weights + w2, mask=row_mask, other=0.0)
+    return c0, c1, c2, w0 + B, w1 + B, w2 + B
+
+
+@triton.jit
 def _point_address(point, degree, x0_ptr, x1_ptr, guides_ptr, x0_stride, x1_stride, guides_stride,
                    guides_point_stride):
     """Control point `point` of [x0, guides..., x1]: its base pointer and batch stride."""
@@ -174,14 +188,12 @@ def _combine_points(x0_ptr, x1_ptr, guides_ptr, w_ptr, rows, cols, mask, B, degr
         base, stride = _point_address(point, degree, x0_ptr, x1_ptr, guides_ptr, x0_stride, x1_stride,
                                       guides_stride, guides_point_stride)
         p = tl.load(base + rows * stride + cols, mask=mask, other=0.0).to(ACC)
-        acc0 = tl.fma(tl.load(weights + w0, mask=row_mask, other=0.0), p, acc0)
-        w0 += B
+        c0, c1, c2, w0, w1, w2 = _point_weights(weights, w0, w1, w2, row_mask, B, NUM_ORDERS)
+        acc0 = tl.fma(c0, p, acc0)
         if NUM_ORDERS > 1:
-            acc1 = tl.fma(tl.load(weights + w1, mask=row_mask, other=0.0), p, acc1)
-            w1 += B
+            acc1 = tl.fma(c1, p, acc1)
         if NUM_ORDERS > 2:
-            acc2 = tl.fma(tl.load(weights + w2, mask=row_mask, other=0.0), p, acc2)
-            w2 += B
+            acc2 = tl.fma(c2, p, acc2)
     return acc0, acc1, acc2, p
 
 
@@ -239,14 +251,12 @@ def _path_bwd_kernel(x0_ptr, x1_ptr, guides_ptr, w_ptr, g0_ptr, g1_ptr, g2_ptr,
             weights = w_ptr + rows  # as in _combine_points
             w0, w1, w2 = _weight_offsets(row0, row1, row2, degree, B)
             for point in range(0, degree + 1):
-                grad = tl.load(weights + w0, mask=row_mask, other=0.0) * g0
-                w0 += B
+                c0, c1, c2, w0, w1, w2 = _point_weights(weights, w0, w1, w2, row_mask, B, NUM_ORDERS)
+                grad = c0 * g0
                 if NUM_ORDERS > 1:
-                    grad = tl.fma(tl.load(weights + w1, mask=row_mask, other=0.0), g1, grad)
-                    w1 += B
+                    grad = tl.fma(c1, g1, grad)
                 if NUM_ORDERS > 2:
-                    grad = tl.fma(tl.load(weights + w2, mask=row_mask, other=0.0), g2, grad)
-                    w2 += B
+                    grad = tl.fma(c2, g2, grad)
                 base, stride = _point_address(point, degree, gx0_ptr, gx1_ptr, gguides_ptr, D, D,
                                               tl.cast(degree - 1, tl.int64) * D, D)
                 tl.store(base + rows * stride + cols, grad.to(gx0_ptr.dtype.element_ty), mask=mask)
