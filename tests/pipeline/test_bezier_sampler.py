@@ -12,7 +12,6 @@ import torch
 import bezier_kernels as bk
 from bezier_distill.samplers import sample_on_bezier, solve_ode, uniform_times
 
-from pipeline_fixtures import single_thread  # noqa: F401  (autouse)
 
 A = torch.tensor([[1.5, 0.4], [-0.3, 1.2]], dtype=torch.float64)
 C = torch.tensor([[[1.2, -0.8], [0.6, 1.1]], [[1.6, -0.2], [0.9, 0.9]]], dtype=torch.float64)

@@ -6,7 +6,6 @@ import torch
 from bezier_distill.classifier import ClassifierSettings, digits_classifier, digits_frechet_distance, split_digits
 from bezier_distill.data import load_digits
 
-from pipeline_fixtures import single_thread  # noqa: F401  (autouse)
 
 SETTINGS = ClassifierSettings(epochs=12)
 

@@ -11,7 +11,6 @@ import torch
 from bezier_distill import cli, report
 from bezier_distill.config import ConfigError, load_stage
 
-from pipeline_fixtures import single_thread  # noqa: F401  (autouse)
 
 TINY = """
 compare:

@@ -9,7 +9,6 @@ import torch
 from bezier_distill import metrics
 from bezier_distill.samplers import solve_ode, uniform_times
 
-from pipeline_fixtures import single_thread  # noqa: F401  (autouse)
 
 
 def normal(n: int, dim: int, seed: int) -> torch.Tensor:

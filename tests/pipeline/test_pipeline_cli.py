@@ -14,7 +14,6 @@ import yaml
 from bezier_distill import cli, store
 from bezier_distill.checkpoint import load_checkpoint
 
-from pipeline_fixtures import single_thread  # noqa: F401  (autouse)
 
 SCRIPT = Path(sys.executable).with_name("bezier-distill")  # installed by pyproject's [project.scripts]
 

@@ -13,7 +13,6 @@ from bezier_distill.config import ConfigError, DataConfig, validate
 from bezier_distill.data import StoredPairs, get_distribution, resolve_pair, seeded_generator
 from bezier_distill.files import atomic_write
 
-from pipeline_fixtures import single_thread  # noqa: F401  (autouse)
 
 TOYS = ["8gaussians", "moons", "checkerboard", "rings", "gmm_left", "gmm_right"]
 

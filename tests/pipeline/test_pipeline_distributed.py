@@ -37,7 +37,6 @@ from bezier_distill.files import read_json
 from bezier_distill.train import read_log
 
 from ddp_gradients import BATCH, CASES, case_name, cpu_backends, gradients
-from pipeline_fixtures import single_thread  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="finds and kills torchrun's workers through /proc; Gloo on interface 'lo'")

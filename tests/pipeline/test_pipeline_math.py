@@ -13,7 +13,6 @@ from bezier_distill.samplers import ode_grid, sample, solve_ode
 from bezier_distill.teachers import Teacher
 from bezier_distill.timesteps import sample_times
 
-from pipeline_fixtures import single_thread  # noqa: F401  (autouse)
 
 
 def bezier_points64(P: torch.Tensor, times: torch.Tensor) -> torch.Tensor:

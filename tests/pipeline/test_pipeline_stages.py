@@ -14,7 +14,7 @@ from bezier_distill.guides import fit_bezier
 from bezier_distill.samplers import ode_grid, sample, solve_ode
 from bezier_distill.train import read_log
 
-from pipeline_fixtures import TINY_MODEL, single_thread, teacher_run, tiny_generate, tiny_train  # noqa: F401
+from pipeline_helpers import TINY_MODEL, tiny_generate, tiny_train
 
 
 @pytest.fixture(scope="module")

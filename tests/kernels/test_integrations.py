@@ -17,7 +17,7 @@ import torch
 import bezier_kernels as bk
 from bezier_kernels.integrations import BezierConditionalFlowMatcher, BezierProbPath
 
-from conftest import TOLERANCE, make_path, reference64, rel_err
+from kernel_cases import TOLERANCE, make_path, reference64, rel_err
 
 
 def _assert_path(x_t, dx_t, x0, x1, guides, t):
@@ -224,7 +224,7 @@ def test_straight_path_equals_torchcfm(backend_device, sigma, given_t):
     _assert_same(ours_fm.compute_mu_t(x0, x1, t), theirs_fm.compute_mu_t(x0, x1, t), backend)
 
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture

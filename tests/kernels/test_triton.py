@@ -16,7 +16,7 @@ import torch
 import bezier_kernels as bk
 from bezier_kernels import reference
 
-from conftest import make_path, reference64, rel_err
+from kernel_cases import make_path, reference64, rel_err
 
 triton_ops = pytest.importorskip("bezier_kernels.triton_ops", reason="triton is not installed")
 TRITON = bk.available_backends()["triton"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import bezier_kernels as bk
-from conftest import TOLERANCE, make_path, reference64, rel_err
+from kernel_cases import TOLERANCE, make_path, reference64, rel_err
 
 CUDA = bk.available_backends()["cuda"]
 pytestmark = pytest.mark.skipif(not CUDA.available, reason=f"cuda backend: {CUDA.reason}")

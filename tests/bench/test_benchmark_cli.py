@@ -17,7 +17,7 @@ import pytest
 
 import bezier_kernels as bk
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OPS = ("position+velocity", "loss_fwd_bwd:velocity:mse")
 B, D, DEGREE = 8, 4, 2
 

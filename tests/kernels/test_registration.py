@@ -8,7 +8,7 @@ import torch
 import bezier_kernels as bk
 from bezier_kernels import backends
 
-from conftest import make_path
+from kernel_cases import make_path
 
 
 def _op_args(device, dtype=torch.float64, degree=3, batch=3, features=5):

@@ -7,7 +7,7 @@ import torch
 import bezier_kernels as bk
 from bezier_kernels import reference
 
-from conftest import DTYPES, TOLERANCE, interpreted, make_path, reference64, rel_err, skip_unsupported
+from kernel_cases import DTYPES, TOLERANCE, interpreted, make_path, reference64, rel_err, skip_unsupported
 
 DEGREES = [1, 2, 3, 4, 7, 16, 33, 64]
 ORDER_SETS = [(0,), (1,), (2,), (0, 1), (1, 0), (0, 1, 2), (2, 0)]
