@@ -27,7 +27,7 @@ $(VENV)/.built: $(VENV)/.deps setup.py $(CSRC)
 setup: $(VENV)/.built
 
 # The main job: Bezier distillation against k-RF distillation on a 2-D pair with the embedded defaults
-# (bezier_distill.config.CompareStage), 3 seeds; prints the table and where the figures are. Rerunning
+# (bezier_distill.config.CompareConfig), 3 seeds; prints the table and where the figures are. Rerunning
 # resumes (a finished run just prints its table again).
 demo: setup
 	$(PY) -m bezier_distill compare --out runs/demo

@@ -101,6 +101,15 @@ def _unprefixed(prefix: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
 
 # ---------------------------------------------------------------- save / load
 
+def run_dir_problem(path: str) -> str | None:
+    """None when path is a training run directory (it has checkpoint.json), else the problem."""
+    if not path:
+        return "needs the run directory of a trained model"
+    if not (Path(path) / STATE).is_file():
+        return f"'{path}' is not a training run (no {STATE})"
+    return None
+
+
 def has_checkpoint(run_dir: str | Path) -> bool:
     return (Path(run_dir) / STATE).is_file()
 

@@ -27,8 +27,11 @@ from pathlib import Path
 
 import torch
 
-from . import compare, distributed, stages
-from .config import ConfigError, apply_override, load_stage, read_file
+from . import distributed, stages
+from .comparison import layout
+from .comparison.runner import run_comparison
+from .config import apply_override, load_stage, read_file
+from .errors import ConfigError
 
 # subcommand -> (config section, stage function, help)
 COMMANDS = {
@@ -37,7 +40,7 @@ COMMANDS = {
     "make-guides": ("guides", stages.make_guides, "make Bezier control points with teachers (multi_teacher or fit)"),
     "distill": ("distill", stages.distill, "train a student along stored paths (guides or a coupling)"),
     "sample": ("sample", stages.sample, "sample a trained model and measure the samples against the target"),
-    "compare": ("compare", compare.run_comparison,
+    "compare": ("compare", run_comparison,
                 "Bezier vs k-RF distillation over seeds: every stage, samples, metrics, tables and figures"),
 }
 
@@ -101,8 +104,8 @@ def report(command: str, out: str, result: object) -> str:
         return f"{command}: {out} trained to step {result.step}{loss}"
     if command == "compare":
         figures = "".join(f"\n  {Path(out) / path}" for path in result["figures"].values())
-        table = (Path(out) / "results.md").read_text()
-        return f"{table}\n{command}: tables in {Path(out) / 'results.md'}, data in {Path(out) / 'results.json'}" + (
+        md, data = Path(out) / layout.RESULTS_MD, Path(out) / layout.RESULTS_JSON
+        return f"{md.read_text()}\n{command}: tables in {md}, data in {data}" + (
             f"\nfigures:{figures}" if figures else "")
     if command == "make-guides":
         return (f"{command}: {out} holds {result['num_samples']} {result['kind']} paths of degree {result['degree']} "

@@ -26,18 +26,20 @@ from safetensors.torch import save
 import bezier_kernels as bk
 
 from . import distributed, samplers, store
-from .checkpoint import load_model, model_weights
-from .config import (RESUMABLE_CHANGES, ConfigError, DistillStage, GuidesStage, ModelConfig, ReflowStage,
-                     SampleStage, TeacherStage, first_difference, to_yaml, validate)
-from .data import IndependentPairs, get_distribution, resolve_pair, seeded_generator
+from .checkpoint import load_model, model_weights, run_dir_problem
+from .config import (RESUMABLE_CHANGES, DataConfig, DistillConfig, GuidesConfig, ModelConfig, ReflowConfig,
+                     SampleConfig, TeacherConfig, to_yaml, validate)
+from .data import IndependentPairs, distribution_problem, get_distribution, pair_problem, resolve_pair, seeded_generator
+from .errors import check_unchanged, field_error, join
+from .evaluation.metrics import energy_distance
 from .files import atomic_write, write_json
 from .guides import coupling_maker, fit_maker, multi_teacher_maker, write_paths
-from .metrics import energy_distance
 from .models import resolve_model
 from .teachers import load_teacher
 from .train import TrainResult, train
 
 CONFIG_FILE = "config.yaml"
+COUPLING_DIR = "coupling"        # a reflow run keeps the coupling it trained on in OUT/coupling
 
 
 def record_config(out_dir: str | Path, section: str, cfg: Any) -> None:
@@ -52,30 +54,53 @@ def record_config(out_dir: str | Path, section: str, cfg: Any) -> None:
             head, _, key = name.partition(".")
             if isinstance(old.get(head), dict) and isinstance(new.get(head), dict) and key in new[head]:
                 old[head][key] = new[head][key]
-        found = first_difference(old, new)
-        if found:
-            field, before, now = found
-            raise ConfigError(f"config field '{section}.{field}': '{out_dir}' holds a run made with {before!r}, "
-                              f"this run asks for {now!r}; use a new output directory or the same config")
+        check_unchanged(old, new, section=section, holder=f"'{out_dir}' holds a run",
+                        remedy="use a new output directory or the same config")
     if distributed.world().main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(path, to_yaml(section, cfg))
 
 
+def input_problems(cfg: Any):
+    """(field, problem or None) for what a stage's config names outside itself: distributions, run
+    directories and datasets (config checks only values; these read the registry and the disk)."""
+    if isinstance(getattr(cfg, "data", None), DataConfig):
+        yield "data.source", distribution_problem(cfg.data.source)
+        yield "data.target", distribution_problem(cfg.data.target)
+        yield "data.target", pair_problem(cfg.data.source, cfg.data.target)
+    if isinstance(cfg, ReflowConfig):
+        yield "teacher", run_dir_problem(cfg.teacher)
+    elif isinstance(cfg, GuidesConfig):
+        for i, run in enumerate(cfg.teachers):
+            yield f"teachers[{i}]", run_dir_problem(run)
+        if cfg.endpoint_teacher:
+            yield "endpoint_teacher", run_dir_problem(cfg.endpoint_teacher)
+    elif isinstance(cfg, DistillConfig):
+        yield "pairs", store.dataset_problem(cfg.pairs)
+        if cfg.init_from:
+            yield "init_from", run_dir_problem(cfg.init_from)
+    elif isinstance(cfg, SampleConfig):
+        yield "model", run_dir_problem(cfg.model)
+
+
 def check_stage(section: str, cfg: Any, device: torch.device | str) -> torch.device:
-    """Every field check of cfg, that its bezier_kernels backend runs on device and that its batch splits
-    across the ranks; ConfigError naming the field. Returns the device (this rank's GPU under torchrun)."""
+    """Every field check of cfg, what it names (input_problems), that its bezier_kernels backend runs on
+    device and that its batch splits across the ranks; ConfigError naming the field. Returns the device
+    (this rank's GPU under torchrun)."""
     device = distributed.rank_device(device)
     validate(cfg, section)
+    for name, problem in input_problems(cfg):
+        if problem:
+            raise field_error(join(section, name), problem)
     train_cfg = getattr(cfg, "train", None)
     split = None if train_cfg is None else distributed.batch_problem(train_cfg.batch_size)
     if split:
-        raise ConfigError(f"config field '{section}.train.batch_size': {split}")
+        raise field_error(f"{section}.train.batch_size", split)
     backend = "auto" if train_cfg is None else train_cfg.backend
     info = bk.available_backends().get(backend)
     if info is not None and (not info.available or (backend != "torch" and device.type not in info.devices)):
-        raise ConfigError(f"config field '{section}.train.backend': backend {backend!r} cannot run on "
-                          f"{device.type} here ({info.reason})")
+        raise field_error(f"{section}.train.backend", f"backend {backend!r} cannot run on {device.type} here "
+                          f"({info.reason})")
     return device
 
 
@@ -84,12 +109,12 @@ def _init_weights(run_dir: str, model_cfg: ModelConfig, dim: int, field: str) ->
     weights, state = model_weights(run_dir)
     theirs, ours = state["run"], asdict(resolve_model(model_cfg, dim))
     if theirs["dim"] != dim or theirs["model"] != ours:
-        raise ConfigError(f"config field '{field}': '{run_dir}' is a dim-{theirs['dim']} {theirs['model']} network, "
-                          f"this run builds a dim-{dim} {ours}")
+        raise field_error(field, f"'{run_dir}' is a dim-{theirs['dim']} {theirs['model']} network, "
+                                 f"this run builds a dim-{dim} {ours}")
     return weights
 
 
-def train_teacher(cfg: TeacherStage, out_dir: str | Path, device: str = "cpu", progress: bool = True,
+def train_teacher(cfg: TeacherConfig, out_dir: str | Path, device: str = "cpu", progress: bool = True,
                   stop_after: int | None = None) -> TrainResult:
     """1-rectified flow: straight lines between independent x0 ~ source and x1 ~ target."""
     device = check_stage("teacher", cfg, device)
@@ -100,13 +125,13 @@ def train_teacher(cfg: TeacherStage, out_dir: str | Path, device: str = "cpu", p
                  stop_after=stop_after)
 
 
-def reflow(cfg: ReflowStage, out_dir: str | Path, device: str = "cpu", progress: bool = True,
+def reflow(cfg: ReflowConfig, out_dir: str | Path, device: str = "cpu", progress: bool = True,
            stop_after: int | None = None) -> TrainResult:
     """The k-RF teacher's coupling (stored in out_dir/coupling), then a (k+1)-RF teacher trained on it."""
     device = check_stage("reflow", cfg, device)
     teacher = load_teacher(cfg.teacher, device)
     record_config(out_dir, "reflow", cfg)
-    coupling_dir = Path(out_dir) / "coupling"
+    coupling_dir = Path(out_dir) / COUPLING_DIR
     producer = {"stage": "reflow", "teacher": cfg.teacher, "coupling": asdict(cfg.coupling)}
     write_paths(coupling_maker(teacher, cfg.coupling.solver), cfg.coupling, coupling_dir, producer,
                 progress=progress, desc="coupling")
@@ -120,7 +145,7 @@ def reflow(cfg: ReflowStage, out_dir: str | Path, device: str = "cpu", progress:
                  progress=progress, stop_after=stop_after)
 
 
-def make_guides(cfg: GuidesStage, out_dir: str | Path, device: str = "cpu", progress: bool = True) -> dict:
+def make_guides(cfg: GuidesConfig, out_dir: str | Path, device: str = "cpu", progress: bool = True) -> dict:
     """Control points of degree-n paths by the multi-teacher or the fit maker; returns the store manifest."""
     device = check_stage("guides", cfg, device)
     fields = [(f"guides.teachers[{i}]", run) for i, run in enumerate(cfg.teachers)]
@@ -131,8 +156,8 @@ def make_guides(cfg: GuidesStage, out_dir: str | Path, device: str = "cpu", prog
     for field, run in fields:
         theirs = loaded[run].run
         if (theirs["data"]["source"], theirs["dim"]) != (first["data"]["source"], first["dim"]):
-            raise ConfigError(f"config field '{field}': its source {theirs['data']['source']!r} (dim {theirs['dim']}) "
-                              f"differs from the first teacher's {first['data']['source']!r} (dim {first['dim']})")
+            raise field_error(field, f"its source {theirs['data']['source']!r} (dim {theirs['dim']}) differs from "
+                                     f"the first teacher's {first['data']['source']!r} (dim {first['dim']})")
     teachers = [loaded[run] for run in cfg.teachers]
     solver = cfg.generate.solver
     if cfg.method == "fit":
@@ -145,7 +170,7 @@ def make_guides(cfg: GuidesStage, out_dir: str | Path, device: str = "cpu", prog
     return write_paths(maker, cfg.generate, out_dir, producer, progress=progress, desc=f"guides ({cfg.method})")
 
 
-def distill(cfg: DistillStage, out_dir: str | Path, device: str = "cpu", progress: bool = True,
+def distill(cfg: DistillConfig, out_dir: str | Path, device: str = "cpu", progress: bool = True,
             stop_after: int | None = None) -> TrainResult:
     """A student along stored paths: Bezier distillation on guides, k-RF distillation on a coupling."""
     device = check_stage("distill", cfg, device)
@@ -159,7 +184,7 @@ def distill(cfg: DistillStage, out_dir: str | Path, device: str = "cpu", progres
 
 
 @torch.no_grad()
-def sample(cfg: SampleStage, out_dir: str | Path, device: str = "cpu", progress: bool = True,
+def sample(cfg: SampleConfig, out_dir: str | Path, device: str = "cpu", progress: bool = True,
            batch_size: int = 8192) -> dict:
     """Samples of a run from fresh x0 (samples.safetensors: x0, x1), their energy distance to fresh
     target samples and the source's (summary.json), and samples.png; returns the summary."""
@@ -184,7 +209,7 @@ def sample(cfg: SampleStage, out_dir: str | Path, device: str = "cpu", progress:
     atomic_write(out_dir / "samples.safetensors", save({"x0": x0.contiguous(), "x1": x1.contiguous()}))
     write_json(out_dir / "summary.json", summary)
     if cfg.plot:
-        from .plots import plot_samples
+        from .evaluation.plots import plot_samples  # matplotlib: only when a figure is drawn
 
         title = f"{run['stage']}, {cfg.solver.steps} {cfg.solver.method} step(s)"
         plot_samples(x1, reference, out_dir / "samples.png", title, target.image_shape)

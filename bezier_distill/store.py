@@ -35,8 +35,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import distributed
-from .config import ConfigError, first_difference
 from .data import StoredPairs, seeded_generator
+from .errors import ConfigError, check_unchanged
 from .files import atomic_write, read_json, write_json
 
 FORMAT = "bezier-distill-paths"
@@ -67,12 +67,9 @@ def prepare(out_dir: str | Path, header: dict, create: bool = True) -> dict:
     if path.is_file():
         old = read_json(path)
         ignore = ("complete",)
-        found = first_difference({k: v for k, v in old.items() if k not in ignore},
-                                 {k: v for k, v in manifest.items() if k not in ignore})
-        if found:
-            field, before, now = found
-            raise ConfigError(f"config field '{field}': the dataset in '{out_dir}' was made with {before!r}, "
-                              f"this run asks for {now!r}; use a new output directory")
+        check_unchanged({k: v for k, v in old.items() if k not in ignore},
+                        {k: v for k, v in manifest.items() if k not in ignore},
+                        section="", holder=f"the dataset in '{out_dir}' was", remedy="use a new output directory")
         return old
     if create:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bezier_distill import stages
-from bezier_distill.config import DataConfig, TeacherStage
+from bezier_distill.config import DataConfig, TeacherConfig
 
 from pipeline_helpers import TINY_MODEL, tiny_train
 
@@ -28,7 +28,7 @@ def teacher_run(tmp_path_factory) -> str:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("teacher") / "rf1"
-    cfg = TeacherStage(data=DataConfig("normal", "moons"), model=TINY_MODEL,
+    cfg = TeacherConfig(data=DataConfig("normal", "moons"), model=TINY_MODEL,
                        train=tiny_train(steps=400, batch_size=256, checkpoint_every=400, log_every=50))
     stages.train_teacher(cfg, out, progress=False)
     torch.set_num_threads(threads)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from bezier_distill.classifier import ClassifierSettings, digits_classifier, digits_frechet_distance, split_digits
+from bezier_distill.evaluation.classifier import ClassifierSettings, digits_classifier, digits_frechet_distance, split_digits
 from bezier_distill.data import load_digits
 
 

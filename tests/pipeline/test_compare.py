@@ -8,7 +8,8 @@ import re
 import pytest
 import torch
 
-from bezier_distill import cli, report
+from bezier_distill import cli
+from bezier_distill.comparison import report
 from bezier_distill.config import ConfigError, load_stage
 
 
@@ -99,7 +100,7 @@ def test_results_hold_every_model_with_per_seed_values(comparison):
 def test_gap_to_teacher_is_measured_on_the_shared_source_points(comparison):
     """The stored samples of seed 0 reproduce the recorded gap: the 2-RF student against the 2-RF teacher's
     6-step samples from the same x0, and a Bezier student on rf1 against the 1-RF teacher."""
-    from bezier_distill.compare import load_samples
+    from bezier_distill.comparison.evaluate import load_samples
 
     seed_dir = comparison[0] / "seed-0"
     rows = json.loads((seed_dir / "evaluation.json").read_text())["rows"]
@@ -180,7 +181,7 @@ def test_bad_comparison_configs_are_one_line_errors_naming_the_field():
 
 
 def test_a_digits_comparison_reports_the_classifier_frechet_distance(tmp_path, monkeypatch):
-    from bezier_distill.compare import run_comparison
+    from bezier_distill.comparison.runner import run_comparison
 
     monkeypatch.setenv("BEZIER_DISTILL_CACHE", str(tmp_path / "cache"))
     tiny = __import__("yaml").safe_load(TINY)["compare"]

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from bezier_distill import metrics
+from bezier_distill.evaluation import metrics
 from bezier_distill.samplers import solve_ode, uniform_times
 
 

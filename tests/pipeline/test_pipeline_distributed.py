@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 
 from bezier_distill import cli, distributed, stages, store
 from bezier_distill.checkpoint import load_checkpoint
-from bezier_distill.config import ConfigError, TeacherStage, TrainConfig
+from bezier_distill.config import ConfigError, TeacherConfig, TrainConfig
 from bezier_distill.distributed import World
 from bezier_distill.files import read_json
 from bezier_distill.train import read_log
@@ -301,6 +301,6 @@ def test_ranks_take_equal_contiguous_rows_and_round_robin_chunks(monkeypatch):
     assert distributed.my_chunks(11) == [2, 6, 10]
     assert distributed.batch_problem(126) == "must split evenly across the 4 ranks of this launch, got 126"
     with pytest.raises(ConfigError, match="config field 'teacher.train.batch_size': must split evenly across the 4"):
-        stages.train_teacher(TeacherStage(train=TrainConfig(batch_size=126)), "unused", progress=False)
+        stages.train_teacher(TeacherConfig(train=TrainConfig(batch_size=126)), "unused", progress=False)
     monkeypatch.setattr(distributed, "world", lambda: World())
     assert distributed.batch_rows(126) == slice(0, 126) and distributed.my_chunks(3) == [0, 1, 2]

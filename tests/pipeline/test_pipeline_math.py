@@ -8,7 +8,7 @@ import torch
 
 from bezier_distill.config import SolverConfig
 from bezier_distill.guides import fit_bezier, multi_teacher_maker
-from bezier_distill.metrics import energy_distance
+from bezier_distill.evaluation.metrics import energy_distance
 from bezier_distill.samplers import ode_grid, sample, solve_ode
 from bezier_distill.teachers import Teacher
 from bezier_distill.timesteps import sample_times

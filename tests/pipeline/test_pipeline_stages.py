@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 
 from bezier_distill import stages, store
 from bezier_distill.checkpoint import load_checkpoint, load_model
-from bezier_distill.config import (ConfigError, DataConfig, DistillStage, GuidesStage, ModelConfig, ReflowStage,
-                                   SampleStage, SolverConfig, TeacherStage, load_stage, read_file)
+from bezier_distill.config import (ConfigError, DataConfig, DistillConfig, GuidesConfig, ModelConfig, ReflowConfig,
+                                   SampleConfig, SolverConfig, TeacherConfig, load_stage, read_file)
 from bezier_distill.guides import fit_bezier
 from bezier_distill.samplers import ode_grid, sample, solve_ode
 from bezier_distill.train import read_log
@@ -21,14 +21,14 @@ from pipeline_helpers import TINY_MODEL, tiny_generate, tiny_train
 def fit_guides(teacher_run, tmp_path_factory) -> str:
     """Degree-3 guides fitted to the teacher's trajectories, with the trajectories stored."""
     out = tmp_path_factory.mktemp("guides") / "fit3"
-    cfg = GuidesStage(method="fit", teachers=[teacher_run], degree=3, save_trajectory=True, generate=tiny_generate())
+    cfg = GuidesConfig(method="fit", teachers=[teacher_run], degree=3, save_trajectory=True, generate=tiny_generate())
     stages.make_guides(cfg, out, progress=False)
     return str(out)
 
 
 def test_teacher_samples_are_closer_to_the_target_than_the_source(teacher_run, tmp_path):
     """A 1-RF teacher (normal -> moons) moves samples to the target: energy distance well below the source's."""
-    summary = stages.sample(SampleStage(model=teacher_run, num_samples=1000, solver=SolverConfig(steps=20)),
+    summary = stages.sample(SampleConfig(model=teacher_run, num_samples=1000, solver=SolverConfig(steps=20)),
                             tmp_path, progress=False)
     assert summary["energy_distance"] < 0.2 * summary["source_energy_distance"]
     assert {p.name for p in tmp_path.iterdir()} == {"config.yaml", "samples.safetensors", "summary.json", "samples.png"}
@@ -37,7 +37,7 @@ def test_teacher_samples_are_closer_to_the_target_than_the_source(teacher_run, t
 
 
 def test_reflow_trains_on_the_coupling_of_its_teacher(teacher_run, tmp_path):
-    cfg = ReflowStage(teacher=teacher_run, coupling=tiny_generate(), train=tiny_train(steps=40))
+    cfg = ReflowConfig(teacher=teacher_run, coupling=tiny_generate(), train=tiny_train(steps=40))
     result = stages.reflow(cfg, tmp_path, progress=False)
     manifest, tensors = store.load(tmp_path / "coupling")
     assert manifest["kind"] == "coupling" and manifest["degree"] == 1 and "guides" not in tensors
@@ -61,7 +61,7 @@ def test_fit_guides_are_the_least_squares_fit_of_the_stored_trajectories(fit_gui
 
 
 def test_multi_teacher_guides_are_teacher_states(teacher_run, tmp_path):
-    cfg = GuidesStage(method="multi_teacher", teachers=[teacher_run, teacher_run], guide_times=[0.25, 0.6],
+    cfg = GuidesConfig(method="multi_teacher", teachers=[teacher_run, teacher_run], guide_times=[0.25, 0.6],
                       generate=tiny_generate(num_samples=300, solver=SolverConfig("heun", 4)))
     manifest = stages.make_guides(cfg, tmp_path, progress=False)
     _, tensors = store.load(tmp_path)
@@ -80,7 +80,7 @@ def test_multi_teacher_guides_are_teacher_states(teacher_run, tmp_path):
     ("endpoint", "grid", "mse"),
 ])
 def test_student_loss_falls(fit_guides, tmp_path, target, time_sampling, loss):
-    cfg = DistillStage(pairs=fit_guides, model=TINY_MODEL,
+    cfg = DistillConfig(pairs=fit_guides, model=TINY_MODEL,
                        train=tiny_train(steps=80, target=target, time_sampling=time_sampling, loss=loss, grid_size=2))
     result = stages.distill(cfg, tmp_path, progress=False)
     losses = [entry["loss"] for entry in result.log]
@@ -89,18 +89,18 @@ def test_student_loss_falls(fit_guides, tmp_path, target, time_sampling, loss):
 
 def test_one_step_bezier_student_beats_its_source(fit_guides, tmp_path):
     """An endpoint student on fitted guides, sampled in ONE step, lands near the target."""
-    cfg = DistillStage(pairs=fit_guides, model=TINY_MODEL, train=tiny_train(steps=200, target="endpoint"))
+    cfg = DistillConfig(pairs=fit_guides, model=TINY_MODEL, train=tiny_train(steps=200, target="endpoint"))
     stages.distill(cfg, tmp_path / "student", progress=False)
-    summary = stages.sample(SampleStage(model=str(tmp_path / "student"), num_samples=600,
+    summary = stages.sample(SampleConfig(model=str(tmp_path / "student"), num_samples=600,
                                         solver=SolverConfig(steps=1), plot=False), tmp_path / "samples", progress=False)
     assert summary["evaluations_per_sample"] == 1
     assert summary["energy_distance"] < 0.3 * summary["source_energy_distance"]
 
 
 def test_krf_distillation_baseline_trains_on_a_coupling(teacher_run, tmp_path):
-    reflow_cfg = ReflowStage(teacher=teacher_run, coupling=tiny_generate(), train=tiny_train(steps=1))
+    reflow_cfg = ReflowConfig(teacher=teacher_run, coupling=tiny_generate(), train=tiny_train(steps=1))
     stages.reflow(reflow_cfg, tmp_path / "rf2", progress=False)
-    cfg = DistillStage(pairs=str(tmp_path / "rf2" / "coupling"), model=TINY_MODEL, init_from=teacher_run,
+    cfg = DistillConfig(pairs=str(tmp_path / "rf2" / "coupling"), model=TINY_MODEL, init_from=teacher_run,
                        train=tiny_train(steps=40, target="endpoint"))
     result = stages.distill(cfg, tmp_path / "student", progress=False)
     state, _ = load_checkpoint(tmp_path / "student")
@@ -109,7 +109,7 @@ def test_krf_distillation_baseline_trains_on_a_coupling(teacher_run, tmp_path):
 
 
 def test_init_from_needs_the_same_architecture(teacher_run, fit_guides, tmp_path):
-    cfg = DistillStage(pairs=fit_guides, init_from=teacher_run, model=ModelConfig(width=32, depth=2, time_features=32))
+    cfg = DistillConfig(pairs=fit_guides, init_from=teacher_run, model=ModelConfig(width=32, depth=2, time_features=32))
     with pytest.raises(ConfigError, match="config field 'distill.init_from': .* dim-2 .*'width': 64"):
         stages.distill(cfg, tmp_path, progress=False)
     assert not (tmp_path / "config.yaml").exists()  # a rejected config is not recorded
@@ -126,10 +126,10 @@ def test_a_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(stage
     weights, EMA, optimizer state, data order and log equal those of a run never stopped."""
     train_cfg = tiny_train(steps=30, checkpoint_every=10, log_every=4, time_sampling="u_shaped", loss="pseudo_huber")
     if stage == "teacher":
-        cfg = TeacherStage(data=DataConfig("normal", "checkerboard"), model=TINY_MODEL, train=train_cfg)
+        cfg = TeacherConfig(data=DataConfig("normal", "checkerboard"), model=TINY_MODEL, train=train_cfg)
         run = stages.train_teacher
     else:
-        cfg = DistillStage(pairs=fit_guides, model=TINY_MODEL, train=tiny_train(
+        cfg = DistillConfig(pairs=fit_guides, model=TINY_MODEL, train=tiny_train(
             steps=30, checkpoint_every=10, log_every=4, target="endpoint", batch_size=250))  # 600 pairs: epochs cross
         run = stages.distill
     run(cfg, tmp_path / "straight", progress=False)
@@ -148,7 +148,7 @@ def test_a_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(stage
 
 
 def test_bf16_autocast_trains_in_float32_weights(tmp_path):
-    cfg = TeacherStage(data=DataConfig("normal", "8gaussians"), model=TINY_MODEL, train=tiny_train(steps=20, bf16=True))
+    cfg = TeacherConfig(data=DataConfig("normal", "8gaussians"), model=TINY_MODEL, train=tiny_train(steps=20, bf16=True))
     result = stages.train_teacher(cfg, tmp_path, progress=False)
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
     assert all(torch.isfinite(torch.tensor(e["loss"])) for e in result.log)
@@ -156,7 +156,7 @@ def test_bf16_autocast_trains_in_float32_weights(tmp_path):
 
 
 def test_a_finished_run_reruns_as_a_no_op_extends_and_refuses_a_changed_config(tmp_path):
-    cfg = TeacherStage(data=DataConfig("normal", "rings"), model=TINY_MODEL, train=tiny_train(steps=10))
+    cfg = TeacherConfig(data=DataConfig("normal", "rings"), model=TINY_MODEL, train=tiny_train(steps=10))
     stages.train_teacher(cfg, tmp_path, progress=False)
     assert load_stage("teacher", read_file(tmp_path / "config.yaml")) == cfg  # the record reproduces the run
     first = load_checkpoint(tmp_path)[1]
@@ -172,14 +172,14 @@ def test_a_finished_run_reruns_as_a_no_op_extends_and_refuses_a_changed_config(t
 
 def test_digits_image_to_image_transfer(tmp_path):
     """Transfer between two groups of digit classes: 64-dim teacher, fitted guides, student, image grid."""
-    teacher = TeacherStage(data=DataConfig("digits:0-4", "digits:5-9"), model=TINY_MODEL, train=tiny_train(steps=20))
+    teacher = TeacherConfig(data=DataConfig("digits:0-4", "digits:5-9"), model=TINY_MODEL, train=tiny_train(steps=20))
     stages.train_teacher(teacher, tmp_path / "teacher", progress=False)
-    guides = GuidesStage(teachers=[str(tmp_path / "teacher")], degree=2, generate=tiny_generate(num_samples=200))
+    guides = GuidesConfig(teachers=[str(tmp_path / "teacher")], degree=2, generate=tiny_generate(num_samples=200))
     manifest = stages.make_guides(guides, tmp_path / "guides", progress=False)
     assert manifest["dim"] == 64 and manifest["data"] == {"source": "digits:0-4", "target": "digits:5-9"}
-    student = DistillStage(pairs=str(tmp_path / "guides"), model=TINY_MODEL, train=tiny_train(steps=20))
+    student = DistillConfig(pairs=str(tmp_path / "guides"), model=TINY_MODEL, train=tiny_train(steps=20))
     result = stages.distill(student, tmp_path / "student", progress=False)
     assert result.log[-1]["loss"] < result.log[0]["loss"]
-    summary = stages.sample(SampleStage(model=str(tmp_path / "student"), num_samples=100, solver=SolverConfig(steps=2)),
+    summary = stages.sample(SampleConfig(model=str(tmp_path / "student"), num_samples=100, solver=SolverConfig(steps=2)),
                             tmp_path / "samples", progress=False)
     assert (tmp_path / "samples" / "samples.png").stat().st_size > 1000 and summary["energy_distance"] > 0

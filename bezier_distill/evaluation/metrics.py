@@ -5,7 +5,7 @@
     sliced_wasserstein2   W2 of the 1-D projections on many random directions (exact 1-D W2 per direction)
     wasserstein2          exact W2 of the two empirical measures (POT's network simplex, else a Hungarian solve)
     frechet_distance      ||mu_x - mu_y||^2 + Tr(S_x + S_y - 2 (S_x S_y)^(1/2)) of the Gaussian fits (FID's formula;
-                          bezier_distill.classifier gives the digits' feature space)
+                          bezier_distill.evaluation.classifier gives the digits' feature space)
     straightness          E_t ||(x_1 - x_0) - v_t||^2 along a sampler's recorded path (Rectified Flow)
 
 Everything is computed in float64 on the inputs' device and returned as a Python float. Samples of

@@ -24,8 +24,8 @@ from safetensors.torch import save
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .data import load_digits
-from .files import atomic_write
+from ..data import load_digits
+from ..files import atomic_write
 from .metrics import frechet_distance
 
 VERSION = 1  # bump when the training procedure changes: old cache files are then not reused
