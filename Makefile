@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install --quiet
 export MAX_JOBS ?= 2
 CSRC := $(wildcard csrc/*.h csrc/*.cpp csrc/*.cu csrc/*.cuh)
 
-.PHONY: setup demo test test-python ctest check-cuda bench clean
+.PHONY: setup demo test test-python lint ctest check-cuda bench clean
 
 $(VENV)/.deps: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,9 +49,13 @@ test-python: setup
 	TRITON_INTERPRET=$$($(PY) -c "import torch; print(int(not torch.cuda.is_available()))") \
 	  $(PY) -m pytest -q -ra tests
 
-# The test command: C++ unit tests of the torch-free core, the CUDA compile check, then the
+# ruff (pyproject.toml [tool.ruff]: line length 120, import sorting, pyflakes, bugbear)
+lint: setup
+	$(PY) -m ruff check .
+
+# The test command: lint, C++ unit tests of the torch-free core, the CUDA compile check, then the
 # Python suite.
-test: setup ctest check-cuda test-python
+test: setup lint ctest check-cuda test-python
 
 bench: setup
 	$(PY) -m benchmarks.run --quick

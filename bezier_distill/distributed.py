@@ -80,7 +80,8 @@ def launch(device: torch.device | str) -> Iterator[torch.device]:
     # until interpreter shutdown: destroy_process_group could not stop Gloo's worker threads, and one
     # of them freeing a finished all-reduce during shutdown aborts the process ("terminate called
     # without an active exception"). Imported first, the defaults are None.
-    import torch.distributed.nn.functional  # noqa: F401
+    # (bound to a private name: `import torch.distributed...` here would make `torch` a local of this function)
+    from torch.distributed.nn import functional as _ddp_functional  # noqa: F401
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                             device_id=device if device.type == "cuda" else None)
     try:

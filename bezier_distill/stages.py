@@ -27,8 +27,18 @@ import bezier_kernels as bk
 
 from . import distributed, samplers, store
 from .checkpoint import load_model, model_weights, run_dir_problem
-from .config import (RESUMABLE_CHANGES, DataConfig, DistillConfig, GuidesConfig, ModelConfig, ReflowConfig,
-                     SampleConfig, TeacherConfig, to_yaml, validate)
+from .config import (
+    RESUMABLE_CHANGES,
+    DataConfig,
+    DistillConfig,
+    GuidesConfig,
+    ModelConfig,
+    ReflowConfig,
+    SampleConfig,
+    TeacherConfig,
+    to_yaml,
+    validate,
+)
 from .data import IndependentPairs, distribution_problem, get_distribution, pair_problem, resolve_pair, seeded_generator
 from .errors import check_unchanged, field_error, join
 from .evaluation.metrics import energy_distance

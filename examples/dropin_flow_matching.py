@@ -8,13 +8,12 @@ Runs on a CPU in seconds:  python examples/dropin_flow_matching.py [--steps 600]
 import argparse
 
 import torch
-from torch import nn
-
 from flow_matching.solver import ODESolver
 from flow_matching.utils import ModelWrapper
+from torch import nn
+from toy2d import bend_sideways, checkerboard, report
 
 from bezier_kernels.integrations import BezierProbPath  # CHANGED: was  from flow_matching.path import CondOTProbPath
-from toy2d import bend_sideways, checkerboard, report
 
 
 class MLP(nn.Module):

@@ -11,16 +11,19 @@ import argparse
 import torch
 from torchcfm.models import MLP
 from torchdiffeq import odeint
-
-from bezier_kernels.integrations import BezierConditionalFlowMatcher  # CHANGED: was  from torchcfm import ConditionalFlowMatcher
 from toy2d import bend_sideways, eight_gaussians, report, two_moons
+
+from bezier_kernels.integrations import (
+    BezierConditionalFlowMatcher,  # CHANGED: was  from torchcfm import ConditionalFlowMatcher
+)
 
 
 def main(steps: int = 600, batch_size: int = 256, sigma: float = 0.1) -> float:
     torch.manual_seed(0)
     model = MLP(dim=2, time_varying=True)
     optimizer = torch.optim.Adam(model.parameters())
-    FM = BezierConditionalFlowMatcher(sigma=sigma, guide_provider=bend_sideways)  # CHANGED: was  ConditionalFlowMatcher(sigma=sigma)
+    # CHANGED: was  FM = ConditionalFlowMatcher(sigma=sigma)
+    FM = BezierConditionalFlowMatcher(sigma=sigma, guide_provider=bend_sideways)
     for k in range(steps):
         optimizer.zero_grad()
         x0, x1 = eight_gaussians(batch_size), two_moons(batch_size)

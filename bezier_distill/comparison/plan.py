@@ -14,8 +14,15 @@ from pathlib import Path
 from typing import Callable
 
 from .. import stages, store
-from ..config import (CompareConfig, DistillConfig, GuideMapConfig, GuidesConfig, MethodConfig, ReflowConfig,
-                      TeacherConfig)
+from ..config import (
+    CompareConfig,
+    DistillConfig,
+    GuideMapConfig,
+    GuidesConfig,
+    MethodConfig,
+    ReflowConfig,
+    TeacherConfig,
+)
 from ..data import StoredPairs, derive_seed
 from ..train import train
 from . import layout
@@ -141,7 +148,8 @@ def plan_seed(cfg: CompareConfig, seed: int, seed_dir: Path, device: str, progre
             add(data, product, partial(stages.make_guides, guides), needs)
         student = layout.student_run(slug)
         init = path[layout.teacher_run(teacher_of(method))] if cfg.init_students else ""
-        distill = DistillConfig(pairs=path[data], model=cfg.model, train=replace(cfg.student, seed=seed), init_from=init)
+        distill = DistillConfig(pairs=path[data], model=cfg.model, train=replace(cfg.student, seed=seed),
+                                init_from=init)
         add(student, Product.STUDENT, partial(stages.distill, distill), needs + [data])
         guide_map = None
         if method.kind == "bezier" and cfg.student.target == "endpoint":

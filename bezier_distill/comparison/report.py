@@ -148,10 +148,11 @@ def small_copy(source: Path, target: Path, colours: int = 16) -> None:
         image.convert("RGB").quantize(colours).save(target, optimize=True)
 
 
-def write_page(page: str | Path, runs: list[str | Path], figures: tuple[str, ...] = ("trajectories", "samples")) -> Path:
+def write_page(page: str | Path, runs: list[str | Path],
+               figures: tuple[str, ...] = ("trajectories", "samples")) -> Path:
     """Copies each run's results.json and the first of `figures` it made (2-D runs: the trajectories; digits:
-    the samples; a 16-colour copy) into the folder named like `page` without .md, as <run name>.json and <run name>-<figure>.png,
-    then rewrites the generated part of `page` from those copies."""
+    the samples; a 16-colour copy) into the folder named like `page` without .md, as <run name>.json and
+    <run name>-<figure>.png, then rewrites the generated part of `page` from those copies."""
     page = Path(page)
     folder = page.with_suffix("")
     folder.mkdir(parents=True, exist_ok=True)

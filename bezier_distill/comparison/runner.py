@@ -75,6 +75,12 @@ def run_stages(planned: list[Stage], paths: dict, ledger_path: Path, progress: b
     return ledger
 
 
+def _total(ledger: dict, names: set[str], products: dict[str, Product], key: str,
+           product: Product | None = None) -> float:
+    """The sum of ledger[name][key] over names (those making `product` only, when given)."""
+    return sum(ledger[n][key] for n in names if product is None or products[n] is product)
+
+
 def method_costs(cfg: CompareConfig, plan: SeedPlan, ledger: dict) -> dict[str, dict]:
     """Per method: reflows, teacher evaluations, teacher/student/guide-map steps, wall time of every stage it needs."""
     needs = {s.name: s.needs for s in plan.stages}
@@ -84,15 +90,12 @@ def method_costs(cfg: CompareConfig, plan: SeedPlan, ledger: dict) -> dict[str, 
         runs = plan.methods[method.name]
         required = set(needs[runs.student]) | set(needs[runs.guide_map] if runs.guide_map else [])
 
-        def total(key: str, product: Product | None = None) -> float:
-            return sum(ledger[n][key] for n in required if product is None or products[n] is product)
-
         costs[method.name] = {"reflows": max(method.teacher_levels) - 1,
-                              "teacher_evaluations": total("teacher_evaluations"),
-                              "teacher_steps": total("train_steps", Product.TEACHER),
-                              "student_steps": total("train_steps", Product.STUDENT),
-                              "guide_map_steps": total("train_steps", Product.GUIDE_MAP),
-                              "wall_s": total("wall_s")}
+                              "teacher_evaluations": _total(ledger, required, products, "teacher_evaluations"),
+                              "teacher_steps": _total(ledger, required, products, "train_steps", Product.TEACHER),
+                              "student_steps": _total(ledger, required, products, "train_steps", Product.STUDENT),
+                              "guide_map_steps": _total(ledger, required, products, "train_steps", Product.GUIDE_MAP),
+                              "wall_s": _total(ledger, required, products, "wall_s")}
     return costs
 
 

@@ -143,7 +143,8 @@ class CompareConfig:
 
     def checks(self):
         yield "threads", need(self.threads >= 0, "must be >= 0 (0: torch's default)", self.threads)
-        yield "seeds", need(bool(self.seeds) and all(s >= 0 for s in self.seeds) and len(set(self.seeds)) == len(self.seeds),
+        distinct = len(set(self.seeds)) == len(self.seeds)
+        yield "seeds", need(bool(self.seeds) and all(s >= 0 for s in self.seeds) and distinct,
                             "needs distinct seeds >= 0", self.seeds)
         yield "teacher.target", velocity_target_problem(self.teacher)
         yield "reflow.target", velocity_target_problem(self.reflow)

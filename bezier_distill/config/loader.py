@@ -140,7 +140,8 @@ def read_file(path: str | Path) -> dict:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         detail = " ".join(str(error).split())
-        raise ConfigError(f"config file '{path}' is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {detail}")
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise ConfigError(f"config file '{path}' is not valid {kind}: {detail}") from None
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}': expected a mapping of stage sections ({', '.join(STAGES)})")

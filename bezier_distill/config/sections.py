@@ -13,7 +13,7 @@ from ..errors import need
 
 @dataclass
 class DataConfig:
-    """Source (x0) and target (x1) distributions by name; see bezier_distill.data (whose names are checked when a stage starts)."""
+    """Source (x0) and target (x1) distributions by name (bezier_distill.data; checked when a stage starts)."""
 
     source: str = "normal"
     target: str = "moons"

@@ -1,6 +1,6 @@
 """Gradients of one data-parallel training step with the fused ops, per backend, target, loss and dtype.
 
-Run by tests/pipeline/test_pipeline_distributed.py under `torchrun --nproc_per_node=2 ddp_gradients.py OUT`:
+Run by tests/pipeline/test_distributed.py under `torchrun --nproc_per_node=2 ddp_gradients.py OUT`:
 each rank computes the loss on its rows of one global batch inside DistributedDataParallel, and rank
 0 writes the synchronised gradients to OUT (safetensors). In a single process `gradients` is the
 reference: the same global batch, whole, without DDP. A rank exits with an error when threads started

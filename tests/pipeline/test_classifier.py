@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from bezier_distill.evaluation.classifier import ClassifierSettings, digits_classifier, digits_frechet_distance, split_digits
 from bezier_distill.data import load_digits
-
+from bezier_distill.evaluation.classifier import (
+    ClassifierSettings,
+    digits_classifier,
+    digits_frechet_distance,
+    split_digits,
+)
 
 SETTINGS = ClassifierSettings(epochs=12)
 

@@ -10,7 +10,6 @@ from bezier_distill.evaluation import metrics
 from bezier_distill.samplers import solve_ode, uniform_times
 
 
-
 def normal(n: int, dim: int, seed: int) -> torch.Tensor:
     return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
@@ -93,6 +92,15 @@ def test_energy_distance_of_1d_gaussians_matches_the_closed_form():
     assert abs(metrics.energy_distance(normal(3000, 1, 34), normal(3000, 1, 35))) < 0.03  # unbiased: ~0
 
 
+def test_energy_distance_grows_with_the_shift_between_2d_gaussians():
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.randn(1000, 2, generator=gen), torch.randn(1000, 2, generator=gen)
+    same = metrics.energy_distance(x, y)
+    assert abs(same) < 0.01
+    shifts = [metrics.energy_distance(x, y + torch.tensor([s, 0.0])) for s in (0.5, 1.0, 2.0)]
+    assert shifts[0] > 10 * abs(same) and shifts[0] < shifts[1] < shifts[2]
+
+
 def test_mmd_of_gaussians_matches_the_closed_form():
     """Gaussian kernel of bandwidth b, N(0, I) vs N(mu, I) in D dims:
     MMD^2 = 2 (b^2 / (b^2 + 2))^(D/2) (1 - exp(-|mu|^2 / (2 (b^2 + 2))))."""
@@ -129,12 +137,14 @@ def test_frechet_distance_of_gaussian_fits():
     expected = (1.7 - 1) ** 2 * float(x.mean(0).square().sum() + torch.cov(x.T).trace())
     assert metrics.frechet_distance(x, 1.7 * x) == pytest.approx(expected, rel=1e-9)
     zero = torch.zeros(2, dtype=torch.float64)
-    diag = metrics.gaussian_frechet(zero, torch.diag(torch.tensor([4.0, 1.0])), zero, torch.diag(torch.tensor([1.0, 9.0])))
+    cov_a, cov_b = torch.diag(torch.tensor([4.0, 1.0])), torch.diag(torch.tensor([1.0, 9.0]))
+    diag = metrics.gaussian_frechet(zero, cov_a, zero, cov_b)
     assert diag == pytest.approx((2 - 1) ** 2 + (1 - 3) ** 2, rel=1e-12)
     a, b = normal(3, 3, 25), normal(3, 3, 26)
     cov_x, cov_y = a @ a.T + torch.eye(3), b @ b.T + 0.5 * torch.eye(3)
     reference = float(torch.trace(cov_x + cov_y).item() - 2 * sqrtm(cov_x.numpy() @ cov_y.numpy()).real.trace())
-    assert metrics.gaussian_frechet(zero.new_zeros(3), cov_x, zero.new_zeros(3), cov_y) == pytest.approx(reference, rel=1e-9)
+    value = metrics.gaussian_frechet(zero.new_zeros(3), cov_x, zero.new_zeros(3), cov_y)
+    assert value == pytest.approx(reference, rel=1e-9)
 
 
 def test_straightness_of_known_flows():

@@ -8,8 +8,19 @@ from safetensors.torch import load_file
 
 from bezier_distill import stages, store
 from bezier_distill.checkpoint import load_checkpoint, load_model
-from bezier_distill.config import (ConfigError, DataConfig, DistillConfig, GuidesConfig, ModelConfig, ReflowConfig,
-                                   SampleConfig, SolverConfig, TeacherConfig, load_stage, read_file)
+from bezier_distill.config import (
+    ConfigError,
+    DataConfig,
+    DistillConfig,
+    GuidesConfig,
+    ModelConfig,
+    ReflowConfig,
+    SampleConfig,
+    SolverConfig,
+    TeacherConfig,
+    load_stage,
+    read_file,
+)
 from bezier_distill.guides import fit_bezier
 from bezier_distill.samplers import ode_grid, sample, solve_ode
 from bezier_distill.train import read_log
@@ -148,7 +159,8 @@ def test_a_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(stage
 
 
 def test_bf16_autocast_trains_in_float32_weights(tmp_path):
-    cfg = TeacherConfig(data=DataConfig("normal", "8gaussians"), model=TINY_MODEL, train=tiny_train(steps=20, bf16=True))
+    cfg = TeacherConfig(data=DataConfig("normal", "8gaussians"), model=TINY_MODEL,
+                        train=tiny_train(steps=20, bf16=True))
     result = stages.train_teacher(cfg, tmp_path, progress=False)
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
     assert all(torch.isfinite(torch.tensor(e["loss"])) for e in result.log)
@@ -166,7 +178,8 @@ def test_a_finished_run_reruns_as_a_no_op_extends_and_refuses_a_changed_config(t
     assert stages.train_teacher(cfg, tmp_path, progress=False).step == 20
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["teacher"]["train"]["steps"] == 20
     cfg.train.lr = 1e-4
-    with pytest.raises(ConfigError, match="config field 'teacher.train.lr': .* made with 0.003, this run asks for 0.0001"):
+    changed = "config field 'teacher.train.lr': .* made with 0.003, this run asks for 0.0001"
+    with pytest.raises(ConfigError, match=changed):
         stages.train_teacher(cfg, tmp_path, progress=False)
 
 
@@ -180,6 +193,6 @@ def test_digits_image_to_image_transfer(tmp_path):
     student = DistillConfig(pairs=str(tmp_path / "guides"), model=TINY_MODEL, train=tiny_train(steps=20))
     result = stages.distill(student, tmp_path / "student", progress=False)
     assert result.log[-1]["loss"] < result.log[0]["loss"]
-    summary = stages.sample(SampleConfig(model=str(tmp_path / "student"), num_samples=100, solver=SolverConfig(steps=2)),
-                            tmp_path / "samples", progress=False)
+    sample_cfg = SampleConfig(model=str(tmp_path / "student"), num_samples=100, solver=SolverConfig(steps=2))
+    summary = stages.sample(sample_cfg, tmp_path / "samples", progress=False)
     assert (tmp_path / "samples" / "samples.png").stat().st_size > 1000 and summary["energy_distance"] > 0

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from ddp_gradients import BATCH, CASES, case_name, cpu_backends, gradients
 from safetensors.torch import load_file
 
 from bezier_distill import cli, distributed, stages, store
@@ -35,8 +36,6 @@ from bezier_distill.config import ConfigError, TeacherConfig, TrainConfig
 from bezier_distill.distributed import World
 from bezier_distill.files import read_json
 from bezier_distill.train import read_log
-
-from ddp_gradients import BATCH, CASES, case_name, cpu_backends, gradients
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="finds and kills torchrun's workers through /proc; Gloo on interface 'lo'")
@@ -238,7 +237,8 @@ def test_a_student_trained_on_two_ranks_matches_one_process(work, guides):
     one_process(*args, "--out", str(work / "student-1"))
     torchrun_cli(*args, "--out", str(work / "student-2"), log=work / "student-2.log")
     assert_same_weights(work / "student-1", work / "student-2", exact=False)  # 300 pairs, batch 96: epochs cross
-    torch.testing.assert_close(logged(work / "student-2", "loss"), logged(work / "student-1", "loss"), rtol=1e-5, atol=0)
+    torch.testing.assert_close(logged(work / "student-2", "loss"), logged(work / "student-1", "loss"),
+                               rtol=1e-5, atol=0)
 
 
 def test_a_killed_torchrun_job_resumes_exactly_and_on_another_world_size(work, teachers, tmp_path):

@@ -14,7 +14,6 @@ import yaml
 from bezier_distill import cli, store
 from bezier_distill.checkpoint import load_checkpoint
 
-
 SCRIPT = Path(sys.executable).with_name("bezier-distill")  # installed by pyproject's [project.scripts]
 
 TINY = """
@@ -92,13 +91,19 @@ def teacher_dir(tmp_path: Path) -> Path:
 # (command and flags, config file text or None, the start of the expected one-line message)
 BAD_INPUT = [
     (["train-teacher"], "teacher: {train: {lrr: 0.1}}", "config field 'teacher.train.lrr': unknown field"),
-    (["train-teacher"], "teacher: {train: {steps: ten}}", "config field 'teacher.train.steps': expected an integer, got 'ten'"),
+    (["train-teacher"], "teacher: {train: {steps: ten}}",
+     "config field 'teacher.train.steps': expected an integer, got 'ten'"),
     (["train-teacher"], "teacher: {train: {lr: -1}}", "config field 'teacher.train.lr': must be > 0, got -1.0"),
-    (["train-teacher"], "teacher: {train: {target: noise}}", "config field 'teacher.train.target': expected one of 'velocity', 'endpoint'"),
-    (["train-teacher"], "teacher: {train: {target: endpoint}}", "config field 'teacher.train.target': a teacher fits the velocity"),
-    (["train-teacher"], "teacher: {data: {target: spirals}}", "config field 'teacher.data.target': unknown distribution 'spirals'"),
-    (["train-teacher"], "teacher: {data: {target: digits}, model: {width: 0}}", "config field 'teacher.model.width': must be >= 1"),
-    (["train-teacher"], "teacher: {data: {source: moons, target: digits}}", "config field 'teacher.data.target': 'digits' has 64 dimensions"),
+    (["train-teacher"], "teacher: {train: {target: noise}}",
+     "config field 'teacher.train.target': expected one of 'velocity', 'endpoint'"),
+    (["train-teacher"], "teacher: {train: {target: endpoint}}",
+     "config field 'teacher.train.target': a teacher fits the velocity"),
+    (["train-teacher"], "teacher: {data: {target: spirals}}",
+     "config field 'teacher.data.target': unknown distribution 'spirals'"),
+    (["train-teacher"], "teacher: {data: {target: digits}, model: {width: 0}}",
+     "config field 'teacher.model.width': must be >= 1"),
+    (["train-teacher"], "teacher: {data: {source: moons, target: digits}}",
+     "config field 'teacher.data.target': 'digits' has 64 dimensions"),
     (["train-teacher"], "teachr: {}", "config field 'teachr': unknown section"),
     (["train-teacher"], "teacher: [1, 2]", "config field 'teacher': expected a mapping"),
     (["train-teacher"], "teacher: {train: {steps: 3}\n", "config file 'bad.yaml' is not valid YAML"),
@@ -106,7 +111,8 @@ BAD_INPUT = [
     (["train-teacher", "--set", "teacher.train.steps"], None, "--set 'teacher.train.steps': expected FIELD=VALUE"),
     (["reflow", "--teacher", "nowhere"], None, "config field 'reflow.teacher': 'nowhere' is not a training run"),
     (["distill", "--pairs", "nowhere"], None, "config field 'distill.pairs': 'nowhere' is not a dataset"),
-    (["make-guides"], "guides: {generate: {solver: {steps: 0}}}", "config field 'guides.generate.solver.steps': must be >= 1, got 0"),
+    (["make-guides"], "guides: {generate: {solver: {steps: 0}}}",
+     "config field 'guides.generate.solver.steps': must be >= 1, got 0"),
     (["make-guides", "--teacher", "{run}", "--set", "guides.degree=3", "--set", "guides.fit_points=3"], None,
      "config field 'guides.fit_points': needs degree + 1 = 4"),
     (["make-guides", "--teacher", "{run}", "--set", "guides.method=multi_teacher"], None,
@@ -114,7 +120,8 @@ BAD_INPUT = [
     (["distill", "--pairs", "{run}"], None, "config field 'distill.pairs': '{run}' is not a dataset"),
     (["sample", "--model", "{run}", "--set", "sample.solver.method=rk4"], None,
      "config field 'sample.solver.method': expected one of 'euler', 'heun'"),
-    (["train-teacher", "--set", "teacher.train.backend=cuda"], None, "config field 'teacher.train.backend': backend 'cuda' cannot run on cpu"),
+    (["train-teacher", "--set", "teacher.train.backend=cuda"], None,
+     "config field 'teacher.train.backend': backend 'cuda' cannot run on cpu"),
 ]
 
 

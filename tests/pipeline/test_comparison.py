@@ -12,7 +12,6 @@ from bezier_distill import cli
 from bezier_distill.comparison import report
 from bezier_distill.config import ConfigError, load_stage
 
-
 TINY = """
 compare:
   data: {source: normal, target: moons}

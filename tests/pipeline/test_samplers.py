@@ -1,4 +1,7 @@
-"""sample_on_bezier on a family of Bezier paths with a known exact student and guide map.
+"""The samplers: Euler and Heun against their discrete closed forms, the ODE grid, and sample_on_bezier
+on a family of Bezier paths with a known exact student and guide map.
+
+sample_on_bezier on a family of Bezier paths with a known exact student and guide map.
 
 Linear family in 2-D: x1 = A x0, guides G_j = C_j x0, so B(t) = M(t) x0 with
 M(t) = b_0(t) I + b_1(t) C_1 + b_2(t) C_2 + b_3(t) A. The exact endpoint student at (x, t) recovers
@@ -10,8 +13,46 @@ import pytest
 import torch
 
 import bezier_kernels as bk
-from bezier_distill.samplers import sample_on_bezier, solve_ode, uniform_times
+from bezier_distill.samplers import ode_grid, sample, sample_on_bezier, solve_ode, uniform_times
 
+
+@pytest.mark.parametrize("steps", [1, 3, 10])
+def test_euler_and_heun_match_their_discrete_closed_forms(steps):
+    """dx/dt = a x: Euler gives x0 (1 + a h)^N, Heun x0 (1 + a h + (a h)^2 / 2)^N."""
+    a, h = -0.7, 1.0 / steps
+    x0 = torch.randn(5, 3, dtype=torch.float64)
+    euler = sample(lambda x, t: a * x, x0, steps, "euler")
+    heun = sample(lambda x, t: a * x, x0, steps, "heun")
+    torch.testing.assert_close(euler, x0 * (1 + a * h) ** steps, rtol=1e-14, atol=0)
+    torch.testing.assert_close(heun, x0 * (1 + a * h + (a * h) ** 2 / 2) ** steps, rtol=1e-14, atol=0)
+
+
+def test_solvers_pass_the_grid_time_and_record_every_state():
+    """dx/dt = t: Euler sums left endpoints, (N - 1) / (2N); Heun is the trapezoid rule, exact 1/2."""
+    steps = 4
+    x0 = torch.zeros(2, 1, dtype=torch.float64)
+    grid = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+    final, states = solve_ode(lambda x, t: t[:, None].expand_as(x), x0, grid, "euler", record=True)
+    assert states.shape == (2, steps + 1, 1)
+    torch.testing.assert_close(final, torch.full_like(x0, (steps - 1) / (2 * steps)), rtol=1e-15, atol=1e-15)
+    torch.testing.assert_close(states[:, :, 0], (grid * (grid - 1 / steps) / 2).expand(2, -1), rtol=0, atol=1e-15)
+    heun, _ = solve_ode(lambda x, t: t[:, None].expand_as(x), x0, grid, "heun")
+    torch.testing.assert_close(heun, torch.full_like(x0, 0.5), rtol=0, atol=1e-15)
+
+
+def test_solver_runs_without_autograd():
+    weight = torch.tensor(2.0, requires_grad=True)
+    out = sample(lambda x, t: weight * x, torch.ones(3, 2), 2)
+    assert not out.requires_grad
+
+
+def test_ode_grid_puts_requested_times_on_the_uniform_grid():
+    torch.testing.assert_close(ode_grid([0.3], 4), torch.tensor([0.0, 0.25, 0.3], dtype=torch.float64))
+    grid = ode_grid([0.5 + 1e-12, 1.0], 4)  # a time next to a grid point replaces it
+    assert grid.tolist() == [0.0, 0.25, 0.5 + 1e-12, 0.75, 1.0]
+
+
+# ---------------------------------------------------------------- sample_on_bezier
 
 A = torch.tensor([[1.5, 0.4], [-0.3, 1.2]], dtype=torch.float64)
 C = torch.tensor([[[1.2, -0.8], [0.6, 1.1]], [[1.6, -0.2], [0.9, 0.9]]], dtype=torch.float64)
