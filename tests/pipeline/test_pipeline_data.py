@@ -9,9 +9,10 @@ from safetensors.torch import load_file
 from sklearn.datasets import load_digits as sklearn_digits
 
 from bezier_distill import store
-from bezier_distill.config import ConfigError, DataConfig, validate
+from bezier_distill.config import ConfigError, DataConfig, TeacherConfig
 from bezier_distill.data import StoredPairs, get_distribution, resolve_pair, seeded_generator
 from bezier_distill.files import atomic_write
+from bezier_distill.stages import check_stage
 
 
 TOYS = ["8gaussians", "moons", "checkerboard", "rings", "gmm_left", "gmm_right"]
@@ -66,9 +67,9 @@ def test_pairs_take_the_other_sides_dimension_and_reject_mismatches():
     source, target = resolve_pair(DataConfig("digits:0-4", "digits:5-9"))
     assert source.dim == 64
     with pytest.raises(ConfigError, match="config field 'teacher.data.target': 'digits' has 64 dimensions"):
-        validate(DataConfig("moons", "digits"), "teacher.data")
-    with pytest.raises(ConfigError, match="config field 'data.target': both sides are plain 'normal'"):
-        validate(DataConfig("normal", "normal"), "data")
+        check_stage("teacher", TeacherConfig(data=DataConfig("moons", "digits")), "cpu")
+    with pytest.raises(ConfigError, match="config field 'teacher.data.target': both sides are plain 'normal'"):
+        check_stage("teacher", TeacherConfig(data=DataConfig("normal", "normal")), "cpu")
 
 
 def test_stored_pairs_visit_every_sample_once_per_epoch_and_resume_exactly():
