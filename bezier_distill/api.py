@@ -77,7 +77,8 @@ def _problems(where: str, checks) -> None:
 def make_guides(teacher: Velocity | Sequence[Velocity], x0: Tensor, *, degree: int = 2, method: str = "fit",
                 steps: int = 100, solver: str = "euler", guide_times: Sequence[float] | None = None,
                 fit_points: int = 0, endpoint_teacher: Velocity | None = None, batch_size: int = 1024,
-                device: torch.device | str | None = None, progress: bool = True, out: str | Path | None = None) -> Paths:
+                device: torch.device | str | None = None, progress: bool = True,
+                out: str | Path | None = None) -> Paths:
     """Control points of the teacher's paths from x0 [N, *F]: Paths(x0, x1 [N, *F], guides [N, n-1, *F] or None).
 
     method "fit": the least-squares degree-`degree` Bezier curve through the teacher's ODE trajectory at
@@ -110,7 +111,8 @@ def make_guides(teacher: Velocity | Sequence[Velocity], x0: Tensor, *, degree: i
     _problems("make_guides", checks)
     config = SolverConfig(method=solver, steps=steps)
     if method == "fit":
-        maker = fit_maker(teachers[0], degree, fit_points, config) if degree > 1 else coupling_maker(teachers[0], config)
+        maker = fit_maker(teachers[0], degree, fit_points, config) if degree > 1 else \
+            coupling_maker(teachers[0], config)
     else:
         maker = multi_teacher_maker(teachers, list(guide_times), endpoint_teacher or teachers[-1], config)
     device = torch.device(device) if device is not None else velocity_device(teachers[0], x0.device)
@@ -181,7 +183,8 @@ def distill(paths: Paths | str | Path, *, model=None, steps: int = 2000, target:
     known = {f.name for f in fields(TrainConfig)} - {"steps", "target"}
     for name in options:
         if name not in known:
-            raise field_error(f"distill({name}=...)", f"unknown option (known: steps, target, {', '.join(sorted(known))})")
+            raise field_error(f"distill({name}=...)",
+                              f"unknown option (known: steps, target, {', '.join(sorted(known))})")
     cfg = from_dict(TrainConfig, {"steps": steps, "target": target, **options}, "distill.train")
     validate(cfg, "distill.train")
     model_cfg, network = _model_argument(model)
@@ -197,7 +200,8 @@ def distill(paths: Paths | str | Path, *, model=None, steps: int = 2000, target:
         run_dir = Path(out) if out is not None else Path(scratch)
         if out is not None:
             stages.record_config(run_dir, "distill", record)
-        result = train(cfg, model_cfg, pairs, run_dir, run_info=stages.distill_run_info({**paths.info, "degree": paths.degree}, dataset),
+        run_info = stages.distill_run_info({**paths.info, "degree": paths.degree}, dataset)
+        result = train(cfg, model_cfg, pairs, run_dir, run_info=run_info,
                        device=device, init_weights=init_weights, progress=progress, network=network)
     return Student(result.ema.eval(), cfg.target, paths.degree, paths.shape, None if out is None else str(out),
                    result.step)

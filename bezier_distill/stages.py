@@ -32,9 +32,9 @@ from .config import (RESUMABLE_CHANGES, DataConfig, DistillConfig, GuidesConfig,
 from .data import IndependentPairs, distribution_problem, get_distribution, pair_problem, resolve_pair, seeded_generator
 from .errors import check_unchanged, field_error, join
 from .evaluation.metrics import energy_distance
-from .files import atomic_write, write_json
+from .files import atomic_write, read_json, write_json
 from .guides import PathMaker, coupling_maker, fit_maker, multi_teacher_maker, write_paths
-from .models import resolve_model
+from .models import build_model, resolve_model
 from .teachers import Teacher, load_external_teacher, load_teacher, velocity_device
 from .train import TrainResult, train
 
@@ -95,7 +95,19 @@ def check_stage(section: str, cfg: Any, device: torch.device | str) -> torch.dev
     for name, problem in input_problems(cfg):
         if problem:
             raise field_error(join(section, name), problem)
+    model = getattr(cfg, "model", None)
+    if isinstance(model, ModelConfig) and model.factory:  # import, call and output shape, before anything is written
+        with torch.random.fork_rng(devices=[]):
+            build_model(model, _feature_shape(cfg), f"{section}.model")
     return check_backend(section, getattr(cfg, "train", None), device)
+
+
+def _feature_shape(cfg: TeacherConfig | DistillConfig) -> tuple[int, ...]:
+    """The feature shape of the data a teacher or distill config trains on (its names and paths checked)."""
+    if isinstance(cfg, TeacherConfig):
+        return resolve_pair(cfg.data)[0].features
+    manifest = read_json(Path(cfg.pairs) / store.MANIFEST)
+    return tuple(manifest.get("shape", [manifest["dim"]]))
 
 
 def check_backend(section: str, train_cfg: TrainConfig | None, device: torch.device | str) -> torch.device:

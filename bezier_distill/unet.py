@@ -52,7 +52,8 @@ class UNet(nn.Module):
         self.shape = tuple(shape)
         time_width = 4 * width
         self.time_embedding = SinusoidalTimeEmbedding(time_features)
-        self.time_mlp = nn.Sequential(nn.Linear(time_features, time_width), nn.SiLU(), nn.Linear(time_width, time_width))
+        self.time_mlp = nn.Sequential(nn.Linear(time_features, time_width), nn.SiLU(),
+                                      nn.Linear(time_width, time_width))
         widths = [width * min(2 ** level, 2) for level in range(levels + 1)]
         self.stem = nn.Conv2d(channels, width, 3, padding=1)
         self.down = nn.ModuleList()
