@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import textwrap
 
+import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bezier_distill import Paths, load_student, make_guides, stages
@@ -177,3 +178,28 @@ def test_outside_teacher_mistakes_are_one_line_errors(tmp_path, user_nets, capsy
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert re.search(match, err), err
+
+
+def test_images_from_a_file_stay_images_through_every_cli_stage(tmp_path, capsys):
+    """normal -> file:images.npy [N, 1, 6, 6]: train-teacher, make-guides, distill and sample keep [1, 6, 6] (UNet,
+    the store's chunks, the checkpoints, the figure)."""
+    np.save(tmp_path / "images.npy", torch.randn(50, 1, 6, 6, generator=torch.Generator().manual_seed(0)).numpy())
+    data = ["--set", f"teacher.data.target=file:{tmp_path / 'images.npy'}"]
+    small = {"teacher": ["--set", "teacher.model.width=8", "--set", "teacher.model.levels=1"],
+             "distill": ["--set", "distill.model.width=8", "--set", "distill.model.levels=1"]}
+    fast = lambda s: ["--set", f"{s}.train.steps=3", "--set", f"{s}.train.batch_size=8",  # noqa: E731
+                      "--set", f"{s}.train.warmup_steps=0"]
+    common = ["--device", "cpu", "--no-progress"]
+    assert main(["train-teacher", "--out", str(tmp_path / "rf1"), *common, *data, *small["teacher"],
+                 *fast("teacher")]) == 0
+    assert main(["make-guides", "--teacher", str(tmp_path / "rf1"), "--out", str(tmp_path / "g"), *common,
+                 "--set", "guides.generate.num_samples=16", "--set", "guides.generate.solver.steps=3"]) == 0
+    paths = Paths.load(tmp_path / "g")
+    assert paths.guides.shape == (16, 1, 1, 6, 6) and paths.info["tensors"]["x0"] == [1, 6, 6]
+    assert main(["distill", "--pairs", str(tmp_path / "g"), "--out", str(tmp_path / "s"), *common, *small["distill"],
+                 *fast("distill")]) == 0
+    assert isinstance(load_student(tmp_path / "s").network, UNet)
+    assert main(["sample", "--model", str(tmp_path / "s"), "--out", str(tmp_path / "x"), *common,
+                 "--set", "sample.num_samples=16"]) == 0, capsys.readouterr().err
+    assert load_file(str(tmp_path / "x" / "samples.safetensors"))["x1"].shape == (16, 1, 6, 6)
+    assert (tmp_path / "x" / "samples.png").stat().st_size > 0
