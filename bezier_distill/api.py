@@ -151,7 +151,7 @@ def _model_argument(model) -> tuple[ModelConfig, nn.Module | None]:
     if isinstance(model, nn.Module):
         return ModelConfig(), model
     if isinstance(model, str):
-        return ModelConfig(factory=model), None
+        return validate(ModelConfig(factory=model), "distill(model=...)"), None
     if isinstance(model, ModelConfig):
         return validate(model, "distill(model=...)"), None
     if isinstance(model, dict):

@@ -161,6 +161,8 @@ def test_distill_takes_any_module_and_defaults_to_the_unet_for_images(tmp_path):
     (lambda: distill(_vector_paths(8), steps=2, learning_rate=1.0), r"'distill\(learning_rate=...\)': unknown option"),
     (lambda: distill(_vector_paths(8), steps=2, lr=-1.0), r"'distill.train.lr': must be > 0"),
     (lambda: distill(_vector_paths(8), steps=2, model=nn.Linear(2, 3)), r"'distill\(model=...\)'"),
+    (lambda: distill(_vector_paths(8), steps=2, model="nocolon"),
+     r"'distill\(model=...\).factory': must be 'package.module:function'"),
     (lambda: distill("/nonexistent/paths", steps=2), r"'distill\(paths=...\)': '/nonexistent/paths' is not a dataset"),
     (lambda: sample(quadratic_teacher(C, D), torch.ones(4, 2), steps=0), r"sample\(steps=...\)"),
 ])
