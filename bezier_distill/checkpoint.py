@@ -24,8 +24,10 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import Tensor, nn
 
+from .config import ModelConfig
+from .errors import ConfigError
 from .files import atomic_write, read_json, write_json
-from .models import VelocityMLP
+from .models import build_model
 
 STATE = "checkpoint.json"
 
@@ -158,10 +160,13 @@ def model_weights(run_dir: str | Path, ema: bool = True) -> tuple[dict[str, Tens
     return _unprefixed("ema" if ema else "model", tensors), state
 
 
-def load_model(run_dir: str | Path, device: torch.device | str = "cpu", ema: bool = True) -> tuple[VelocityMLP, dict]:
+def load_model(run_dir: str | Path, device: torch.device | str = "cpu", ema: bool = True) -> tuple[nn.Module, dict]:
     """The trained network of a run (EMA weights by default) in eval mode on device, and its JSON state."""
     weights, state = model_weights(run_dir, ema)
     run = state["run"]
-    model = VelocityMLP(run["dim"], run["model"]["width"], run["model"]["depth"], run["model"]["time_features"])
+    if "module" in run["model"]:
+        raise ConfigError(f"'{run_dir}' was trained from Python on a network passed in ({run['model']['module']}); "
+                          "load it with bezier_distill.load_student(run_dir, network)")
+    model = build_model(ModelConfig(**run["model"]), run.get("shape", run["dim"]))
     model.load_state_dict(weights)
     return model.to(device).eval().requires_grad_(False), state

@@ -45,10 +45,15 @@ COMMANDS = {
 }
 
 # input flags: subcommand -> [(flag, config field, help)]; a repeatable flag fills a list field
+OUTSIDE_TEACHER = [
+    ("--teacher-model", "teacher_model", "an outside teacher instead of a run directory: package.module:function "
+     "building its network from the feature shape (source and target: --set SECTION.teacher_data.source=...)"),
+    ("--teacher-weights", "teacher_weights", "the outside teacher's state dict (.pt or .safetensors)")]
 INPUT_FLAGS = {
-    "reflow": [("--teacher", "teacher", "run directory of the teacher to reflow")],
+    "reflow": [("--teacher", "teacher", "run directory of the teacher to reflow"), *OUTSIDE_TEACHER],
     "make-guides": [("--teacher", "teachers", "teacher run directory (repeat for multi_teacher, in guide order)"),
-                    ("--endpoint-teacher", "endpoint_teacher", "run directory whose ODE end gives x1")],
+                    ("--endpoint-teacher", "endpoint_teacher", "run directory whose ODE end gives x1"),
+                    *OUTSIDE_TEACHER],
     "distill": [("--pairs", "pairs", "dataset directory (make-guides output or a reflow's coupling/)"),
                 ("--init-from", "init_from", "run directory whose weights start the student")],
     "sample": [("--model", "model", "run directory of the model to sample")],

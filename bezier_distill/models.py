@@ -1,36 +1,54 @@
-"""The velocity network: an MLP on x with a sinusoidal embedding of t, sized for 2-D toys or 8x8 digits."""
+"""The velocity networks: the MLP (vectors), the conv UNet (images, bezier_distill.unet) or a user's factory.
+
+build_model(cfg, shape) makes the network that a ModelConfig names for data of feature shape F:
+kind "auto" is the UNet for F = [C, H, W] and the MLP otherwise; `factory: "package.module:function"`
+calls the user's function with F (a tuple) instead, and checks that what it returns is an nn.Module
+f(x [B, *F], t [B]) -> [B, *F].
+"""
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import replace
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .config import ModelConfig
+from .embedding import SinusoidalTimeEmbedding
+from .errors import field_error
+from .unet import UNet
 
-# (width, depth) for data of at most 8 dimensions (the 2-D toys) and above (the 64-pixel digits)
-PRESETS = {"toy": (256, 3), "image": (512, 4)}
+# MLP (width, depth) for data of at most 8 dimensions (the 2-D toys) and above (the 64-pixel digits);
+# UNet (width, blocks per level, levels)
+PRESETS = {"toy": (256, 3), "image": (512, 4), "unet": (32, 1, 2)}
+
+__all__ = ["PRESETS", "SinusoidalTimeEmbedding", "UNet", "VelocityMLP", "build_model", "call_factory", "model_kind",
+           "resolve_model"]
 
 
-def resolve_model(cfg: ModelConfig, dim: int) -> ModelConfig:
-    """cfg with width and depth filled in from the preset for data of dimension dim."""
-    width, depth = PRESETS["toy" if dim <= 8 else "image"]
-    return replace(cfg, width=cfg.width or width, depth=depth if cfg.depth is None else cfg.depth)
+def model_kind(cfg: ModelConfig, shape: Sequence[int]) -> str:
+    """"mlp" or "unet" (kind "auto": the UNet for feature shapes [C, H, W]), or "factory"."""
+    if cfg.factory:
+        return "factory"
+    if cfg.kind != "auto":
+        return cfg.kind
+    return "unet" if len(shape) == 3 else "mlp"
 
 
-class SinusoidalTimeEmbedding(nn.Module):
-    """t [B] in [0, 1] -> [B, features]: cos and sin of 1000 t at geometric frequencies 1 .. 1/10000."""
-
-    def __init__(self, features: int, max_period: float = 10000.0):
-        super().__init__()
-        half = features // 2
-        frequencies = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
-        self.register_buffer("frequencies", frequencies, persistent=False)
-
-    def forward(self, t: Tensor) -> Tensor:
-        angle = 1000.0 * t.float()[:, None] * self.frequencies
-        return torch.cat([torch.cos(angle), torch.sin(angle)], dim=1)
+def resolve_model(cfg: ModelConfig, shape: Sequence[int] | int) -> ModelConfig:
+    """cfg with kind, width, depth and levels filled in from the presets for data of feature shape `shape`."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    kind = model_kind(cfg, shape)
+    if kind == "factory":
+        return cfg
+    if kind == "unet":
+        width, depth, levels = PRESETS["unet"]
+        return replace(cfg, kind=kind, width=cfg.width or width, depth=depth if cfg.depth is None else cfg.depth,
+                       levels=levels if cfg.levels is None else cfg.levels)
+    width, depth = PRESETS["toy" if math.prod(shape) <= 8 else "image"]
+    return replace(cfg, kind=kind, width=cfg.width or width, depth=depth if cfg.depth is None else cfg.depth)
 
 
 class ResidualBlock(nn.Module):
@@ -44,9 +62,10 @@ class ResidualBlock(nn.Module):
 
 
 class VelocityMLP(nn.Module):
-    """v(x, t): x [B, dim], t [B] -> [B, dim]. The time embedding enters every residual block.
+    """v(x, t): x [B, *F] with dim = prod(F) entries, t [B] -> [B, *F] (features flattened inside).
 
-    The output layer starts at zero, so an untrained network predicts v = 0.
+    The time embedding enters every residual block. The output layer starts at zero, so an untrained
+    network predicts v = 0.
     """
 
     def __init__(self, dim: int, width: int, depth: int, time_features: int = 64):
@@ -62,13 +81,56 @@ class VelocityMLP(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         time = self.time_mlp(self.time_embedding(t))
-        h = self.input(x) + time
+        h = self.input(x.reshape(x.shape[0], self.dim)) + time
         for block in self.blocks:
             h = block(h, time)
-        return self.output(h)
+        return self.output(h).reshape(x.shape)
 
 
-def build_model(cfg: ModelConfig, dim: int) -> VelocityMLP:
-    """A fresh network for data of dimension dim (initialised from torch's global RNG)."""
-    cfg = resolve_model(cfg, dim)
-    return VelocityMLP(dim, cfg.width, cfg.depth, cfg.time_features)
+def call_factory(factory: str, shape: Sequence[int], where: str = "model.factory") -> nn.Module:
+    """The network that "package.module:function" builds for feature shape `shape`, checked to be an nn.Module
+    f(x [B, *F], t [B]) whose output has x's shape; ConfigError naming the field `where` otherwise."""
+    module_name, _, function_name = factory.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as error:
+        raise field_error(where, f"cannot import {factory!r}: {' '.join(str(error).split())}") from None
+    try:
+        network = function(tuple(shape))
+    except Exception as error:
+        raise field_error(where, f"{factory!r} failed when called with the feature shape {tuple(shape)}: "
+                                 f"{type(error).__name__}: {' '.join(str(error).split())}") from None
+    if not isinstance(network, nn.Module):
+        raise field_error(where, f"{factory!r} returned a {type(network).__name__}, not an nn.Module")
+    check_output_shape(network, shape, where, factory)
+    return network
+
+
+def check_output_shape(network: nn.Module, shape: Sequence[int], where: str, name: str) -> None:
+    """Runs network on two zero inputs [2, *F] at t = 0.5; ConfigError when its output is not [2, *F]."""
+    try:
+        parameter = next(network.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        with torch.no_grad():
+            out = network(torch.zeros(2, *shape, device=device), torch.full((2,), 0.5, device=device))
+    except Exception as error:
+        raise field_error(where, f"{name} failed on an input [2, {', '.join(map(str, shape))}]: "
+                                 f"{type(error).__name__}: {' '.join(str(error).split())}") from None
+    if not isinstance(out, Tensor) or tuple(out.shape) != (2, *shape):
+        got = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise field_error(where, f"{name} maps an input [2, {', '.join(map(str, shape))}] to {got}; the output must "
+                                 "have the input's shape")
+
+
+def build_model(cfg: ModelConfig, shape: Sequence[int] | int, where: str = "model") -> nn.Module:
+    """A fresh network for data of feature shape `shape` (an int: vectors), initialised from torch's global RNG."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if cfg.factory:
+        return call_factory(cfg.factory, shape, f"{where}.factory")
+    cfg = resolve_model(cfg, shape)
+    if cfg.kind == "unet":
+        if len(shape) != 3:
+            raise field_error(f"{where}.kind", f"the UNet needs images [C, H, W], the data have feature shape "
+                                               f"{list(shape)}")
+        return UNet(shape, cfg.width, cfg.levels, max(cfg.depth, 1), cfg.time_features)
+    return VelocityMLP(math.prod(shape), cfg.width, cfg.depth, cfg.time_features)

@@ -36,16 +36,17 @@ from .config import (
     ReflowConfig,
     SampleConfig,
     TeacherConfig,
+    TrainConfig,
     to_yaml,
     validate,
 )
 from .data import IndependentPairs, distribution_problem, get_distribution, pair_problem, resolve_pair, seeded_generator
 from .errors import check_unchanged, field_error, join
 from .evaluation.metrics import energy_distance
-from .files import atomic_write, write_json
-from .guides import coupling_maker, fit_maker, multi_teacher_maker, write_paths
-from .models import resolve_model
-from .teachers import load_teacher
+from .files import atomic_write, read_json, write_json
+from .guides import PathMaker, coupling_maker, fit_maker, multi_teacher_maker, write_paths
+from .models import build_model, resolve_model
+from .teachers import Teacher, load_external_teacher, load_teacher, velocity_device
 from .train import TrainResult, train
 
 CONFIG_FILE = "config.yaml"
@@ -78,7 +79,11 @@ def input_problems(cfg: Any):
         yield "data.source", distribution_problem(cfg.data.source)
         yield "data.target", distribution_problem(cfg.data.target)
         yield "data.target", pair_problem(cfg.data.source, cfg.data.target)
-    if isinstance(cfg, ReflowConfig):
+    if isinstance(cfg, (ReflowConfig, GuidesConfig)) and cfg.teacher_model:
+        yield "teacher_data.source", distribution_problem(cfg.teacher_data.source)
+        yield "teacher_data.target", distribution_problem(cfg.teacher_data.target)
+        yield "teacher_data.target", pair_problem(cfg.teacher_data.source, cfg.teacher_data.target)
+    elif isinstance(cfg, ReflowConfig):
         yield "teacher", run_dir_problem(cfg.teacher)
     elif isinstance(cfg, GuidesConfig):
         for i, run in enumerate(cfg.teachers):
@@ -97,12 +102,29 @@ def check_stage(section: str, cfg: Any, device: torch.device | str) -> torch.dev
     """Every field check of cfg, what it names (input_problems), that its bezier_kernels backend runs on
     device and that its batch splits across the ranks; ConfigError naming the field. Returns the device
     (this rank's GPU under torchrun)."""
-    device = distributed.rank_device(device)
     validate(cfg, section)
     for name, problem in input_problems(cfg):
         if problem:
             raise field_error(join(section, name), problem)
-    train_cfg = getattr(cfg, "train", None)
+    model = getattr(cfg, "model", None)
+    if isinstance(model, ModelConfig) and model.factory:  # import, call and output shape, before anything is written
+        with torch.random.fork_rng(devices=[]):
+            build_model(model, _feature_shape(cfg), f"{section}.model")
+    return check_backend(section, getattr(cfg, "train", None), device)
+
+
+def _feature_shape(cfg: TeacherConfig | DistillConfig) -> tuple[int, ...]:
+    """The feature shape of the data a teacher or distill config trains on (its names and paths checked)."""
+    if isinstance(cfg, TeacherConfig):
+        return resolve_pair(cfg.data)[0].features
+    manifest = read_json(Path(cfg.pairs) / store.MANIFEST)
+    return tuple(manifest.get("shape", [manifest["dim"]]))
+
+
+def check_backend(section: str, train_cfg: TrainConfig | None, device: torch.device | str) -> torch.device:
+    """That the training batch splits across the ranks and the bezier_kernels backend runs on device; ConfigError
+    naming {section}.train.* otherwise. Returns the device (this rank's GPU under torchrun)."""
+    device = distributed.rank_device(device)
     split = None if train_cfg is None else distributed.batch_problem(train_cfg.batch_size)
     if split:
         raise field_error(f"{section}.train.batch_size", split)
@@ -114,14 +136,36 @@ def check_stage(section: str, cfg: Any, device: torch.device | str) -> torch.dev
     return device
 
 
-def _init_weights(run_dir: str, model_cfg: ModelConfig, dim: int, field: str) -> dict:
-    """The EMA weights of run_dir, checked to fit the architecture model_cfg at dimension dim."""
+def _init_weights(run_dir: str, model_cfg: ModelConfig, shape: tuple[int, ...], field: str) -> dict:
+    """The EMA weights of run_dir, checked to fit the architecture model_cfg at feature shape `shape`."""
     weights, state = model_weights(run_dir)
-    theirs, ours = state["run"], asdict(resolve_model(model_cfg, dim))
-    if theirs["dim"] != dim or theirs["model"] != ours:
-        raise field_error(field, f"'{run_dir}' is a dim-{theirs['dim']} {theirs['model']} network, "
-                                 f"this run builds a dim-{dim} {ours}")
+    theirs, ours = state["run"], asdict(resolve_model(model_cfg, shape))
+    their_shape = tuple(theirs.get("shape", [theirs["dim"]]))
+    if their_shape != tuple(shape) or resolve_model(ModelConfig(**theirs["model"]), their_shape) != \
+            resolve_model(model_cfg, shape):
+        raise field_error(field, f"'{run_dir}' is a {_shape_text(their_shape)} {theirs['model']} network, "
+                                 f"this run builds a {_shape_text(shape)} {ours}")
     return weights
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return f"dim-{shape[0]}" if len(shape) == 1 else f"{list(shape)}"
+
+
+def _teacher(cfg: ReflowConfig | GuidesConfig, section: str, run_dir: str, device: torch.device) -> Teacher:
+    """The teacher of a run directory, or the config's outside teacher (teacher_model) when run_dir is ""."""
+    if run_dir:
+        return load_teacher(run_dir, device)
+    return load_external_teacher(cfg.teacher_model, cfg.teacher_weights, cfg.teacher_data, device, section)
+
+
+def _write_paths(maker: PathMaker, teachers: list[Teacher], generate, out_dir, producer: dict, progress: bool,
+                 desc: str) -> dict:
+    """write_paths from the first teacher's source on its device, recording every (distinct) teacher."""
+    first = teachers[0]
+    records = list({id(t): t.record for t in teachers}.values())
+    return write_paths(maker, generate, out_dir, producer, source=first.source, data=first.run["data"],
+                       teachers=records, device=velocity_device(first.model), progress=progress, desc=desc)
 
 
 def train_teacher(cfg: TeacherConfig, out_dir: str | Path, device: str = "cpu", progress: bool = True,
@@ -139,12 +183,12 @@ def reflow(cfg: ReflowConfig, out_dir: str | Path, device: str = "cpu", progress
            stop_after: int | None = None) -> TrainResult:
     """The k-RF teacher's coupling (stored in out_dir/coupling), then a (k+1)-RF teacher trained on it."""
     device = check_stage("reflow", cfg, device)
-    teacher = load_teacher(cfg.teacher, device)
+    teacher = _teacher(cfg, "reflow", cfg.teacher, device)
     record_config(out_dir, "reflow", cfg)
     coupling_dir = Path(out_dir) / COUPLING_DIR
-    producer = {"stage": "reflow", "teacher": cfg.teacher, "coupling": asdict(cfg.coupling)}
-    write_paths(coupling_maker(teacher, cfg.coupling.solver), cfg.coupling, coupling_dir, producer,
-                progress=progress, desc="coupling")
+    producer = {"stage": "reflow", "teacher": cfg.teacher or teacher.external, "coupling": asdict(cfg.coupling)}
+    _write_paths(coupling_maker(teacher.model, cfg.coupling.solver), [teacher], cfg.coupling, coupling_dir, producer,
+                 progress, "coupling")
     _, pairs = store.load_pairs(coupling_dir, cfg.train.seed)
     model_cfg = ModelConfig(**teacher.run["model"])  # the teacher's architecture
     init = {k: v.cpu() for k, v in teacher.model.state_dict().items()} if cfg.init_from_teacher else None
@@ -158,26 +202,29 @@ def reflow(cfg: ReflowConfig, out_dir: str | Path, device: str = "cpu", progress
 def make_guides(cfg: GuidesConfig, out_dir: str | Path, device: str = "cpu", progress: bool = True) -> dict:
     """Control points of degree-n paths by the multi-teacher or the fit maker; returns the store manifest."""
     device = check_stage("guides", cfg, device)
-    fields = [(f"guides.teachers[{i}]", run) for i, run in enumerate(cfg.teachers)]
+    runs = cfg.teachers or [""]  # "": the outside teacher
+    fields = [(f"guides.teachers[{i}]", run) for i, run in enumerate(runs)]
     if cfg.endpoint_teacher:
         fields.append(("guides.endpoint_teacher", cfg.endpoint_teacher))
-    loaded = {run: load_teacher(run, device) for _, run in fields}
-    first = loaded[cfg.teachers[0]].run
+    loaded = {run: _teacher(cfg, "guides", run, device) for _, run in fields}
+    first = loaded[runs[0]]
     for field, run in fields:
-        theirs = loaded[run].run
-        if (theirs["data"]["source"], theirs["dim"]) != (first["data"]["source"], first["dim"]):
-            raise field_error(field, f"its source {theirs['data']['source']!r} (dim {theirs['dim']}) differs from "
-                                     f"the first teacher's {first['data']['source']!r} (dim {first['dim']})")
-    teachers = [loaded[run] for run in cfg.teachers]
+        theirs = loaded[run]
+        if (theirs.run["data"]["source"], theirs.shape) != (first.run["data"]["source"], first.shape):
+            raise field_error(field, f"its source {theirs.run['data']['source']!r} {list(theirs.shape)} differs from "
+                                     f"the first teacher's {first.run['data']['source']!r} {list(first.shape)}")
+    teachers = [loaded[run] for run in runs]
     solver = cfg.generate.solver
+    endpoint = loaded[cfg.endpoint_teacher or runs[-1]]
     if cfg.method == "fit":
-        maker = fit_maker(teachers[0], cfg.degree, cfg.fit_points, solver, cfg.save_trajectory)
+        maker = fit_maker(first.model, cfg.degree, cfg.fit_points, solver, cfg.save_trajectory)
     else:
-        endpoint = loaded[cfg.endpoint_teacher or cfg.teachers[-1]]
-        maker = multi_teacher_maker(teachers, cfg.guide_times, endpoint, solver, cfg.save_trajectory)
+        maker = multi_teacher_maker([t.model for t in teachers], cfg.guide_times, endpoint.model, solver,
+                                    cfg.save_trajectory)
     producer = {"stage": "guides", **asdict(cfg)}
     record_config(out_dir, "guides", cfg)
-    return write_paths(maker, cfg.generate, out_dir, producer, progress=progress, desc=f"guides ({cfg.method})")
+    return _write_paths(maker, [*teachers, endpoint], cfg.generate, out_dir, producer, progress,
+                        f"guides ({cfg.method})")
 
 
 def distill(cfg: DistillConfig, out_dir: str | Path, device: str = "cpu", progress: bool = True,
@@ -185,12 +232,17 @@ def distill(cfg: DistillConfig, out_dir: str | Path, device: str = "cpu", progre
     """A student along stored paths: Bezier distillation on guides, k-RF distillation on a coupling."""
     device = check_stage("distill", cfg, device)
     manifest, pairs = store.load_pairs(cfg.pairs, cfg.train.seed)
-    init = _init_weights(cfg.init_from, cfg.model, pairs.dim, "distill.init_from") if cfg.init_from else None
+    init = _init_weights(cfg.init_from, cfg.model, pairs.shape, "distill.init_from") if cfg.init_from else None
     record_config(out_dir, "distill", cfg)
-    run_info = {"stage": "distill", "data": manifest["data"], "reflow": None, "pairs": cfg.pairs,
-                "paths": {"kind": manifest["kind"], "degree": manifest["degree"], "teachers": manifest["teachers"]}}
-    return train(cfg.train, cfg.model, pairs, out_dir, run_info=run_info, device=device, init_weights=init,
-                 progress=progress, stop_after=stop_after)
+    return train(cfg.train, cfg.model, pairs, out_dir, run_info=distill_run_info(manifest, cfg.pairs), device=device,
+                 init_weights=init, progress=progress, stop_after=stop_after)
+
+
+def distill_run_info(manifest: dict, pairs: str) -> dict:
+    """What a distill run records about itself, from its paths' manifest (or Paths.info) and dataset directory."""
+    return {"stage": "distill", "data": manifest.get("data"), "reflow": None, "pairs": pairs or None,
+            "paths": {"kind": "coupling" if manifest["degree"] == 1 else "guides", "degree": manifest["degree"],
+                      "teachers": manifest.get("teachers", [])}}
 
 
 @torch.no_grad()
@@ -202,8 +254,12 @@ def sample(cfg: SampleConfig, out_dir: str | Path, device: str = "cpu", progress
     model, state = load_model(cfg.model, device, ema=cfg.ema)
     record_config(out_dir, "sample", cfg)
     run = state["run"]
-    source = get_distribution(run["data"]["source"], run["dim"])
-    target = get_distribution(run["data"]["target"], run["dim"])
+    if not run.get("data"):
+        raise field_error("sample.model", f"'{cfg.model}' was trained on paths that name no source distribution "
+                                          "(saved from Python); sample it with bezier_distill.sample")
+    shape = tuple(run.get("shape", [run["dim"]]))
+    source = get_distribution(run["data"]["source"], shape=shape)
+    target = get_distribution(run["data"]["target"], shape=shape)
     x0 = source.sample(cfg.num_samples, seeded_generator(cfg.seed, 0))
     x1 = torch.cat([samplers.sample(model, chunk.to(device), cfg.solver.steps, cfg.solver.method).cpu()
                     for chunk in x0.split(batch_size)])

@@ -36,7 +36,7 @@ from .checkpoint import has_checkpoint, restore, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .data import seeded_generator
 from .files import atomic_write
-from .models import VelocityMLP, build_model, resolve_model
+from .models import build_model, resolve_model
 from .timesteps import sample_times
 
 LOG = "log.jsonl"
@@ -44,8 +44,8 @@ LOG = "log.jsonl"
 
 @dataclass
 class TrainResult:
-    model: VelocityMLP   # final weights
-    ema: VelocityMLP     # EMA of the weights (what later stages sample with)
+    model: torch.nn.Module   # final weights
+    ema: torch.nn.Module     # EMA of the weights (what later stages sample with)
     step: int            # steps done; less than cfg.steps only when stopped by stop_after
     log: list[dict]      # every log.jsonl entry: step, loss (mean since the last entry), lr, grad_norm
 
@@ -80,25 +80,32 @@ def read_log(run_dir: str | Path, up_to_step: int | None = None) -> list[dict]:
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path, *, run_info: dict,
           device: torch.device | str = "cpu", init_weights: dict[str, Tensor] | None = None,
-          progress: bool = True, stop_after: int | None = None) -> TrainResult:
-    """Trains (or resumes, when run_dir holds a checkpoint) a VelocityMLP on `pairs` for cfg.steps steps.
+          progress: bool = True, stop_after: int | None = None,
+          network: torch.nn.Module | None = None) -> TrainResult:
+    """Trains (or resumes, when run_dir holds a checkpoint) a velocity network on `pairs` for cfg.steps steps.
 
-    pairs: data.IndependentPairs or data.StoredPairs (dim, degree, batch(size, generator),
+    pairs: data.IndependentPairs or data.StoredPairs (shape, dim, degree, batch(size, generator),
     state_dict/load_state_dict, to(device)). run_info: what the run is (stage, data, ...), stored in
-    every checkpoint for the stages that load the model. init_weights start a fresh run (ignored when
-    resuming). stop_after=k returns after k steps without saving anything, as a kill would.
+    every checkpoint for the stages that load the model. The network is the one model_cfg names for the
+    feature shape (models.build_model), or `network` (any nn.Module f(x, t), trained in place). init_weights
+    start a fresh run (ignored when resuming). stop_after=k returns after k steps without saving anything,
+    as a kill would.
     """
     run_dir, device = Path(run_dir), torch.device(device)
     run_dir.mkdir(parents=True, exist_ok=True)
     world = distributed.world()
     rows = distributed.batch_rows(cfg.batch_size)  # this rank's rows of every global batch
-    model_cfg = resolve_model(model_cfg, pairs.dim)
-    run_info = {**run_info, "dim": pairs.dim, "degree": pairs.degree, "target": cfg.target, "model": asdict(model_cfg)}
+    model_cfg = resolve_model(model_cfg, pairs.shape)
+    described = asdict(model_cfg) if network is None else {"module": f"{type(network).__module__}."
+                                                                      f"{type(network).__qualname__}"}
+    run_info = {**run_info, "dim": pairs.dim, "shape": list(pairs.shape), "degree": pairs.degree,
+                "target": cfg.target, "model": described}
     pairs.to(device)
 
     # the network, its EMA and the optimizer: fresh, or as the last checkpoint left them
     torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg, pairs.dim)
+    model = build_model(model_cfg, pairs.shape, f"{run_info.get('stage', 'train')}.model") if network is None \
+        else network
     if init_weights is not None:
         model.load_state_dict(init_weights)
     model.to(device)

@@ -25,17 +25,30 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """MLP velocity network; width and depth None pick the preset for the data's dimension."""
+    """The velocity network: the MLP (vectors), the conv UNet (images [C, H, W]) or a user's own factory.
 
-    width: int | None = None        # hidden units; None: 256 for 2-D toys, 512 for the digits
-    depth: int | None = None        # residual blocks; None: 3 for 2-D toys, 4 for the digits
+    kind "auto" picks the UNet for data of feature shape [C, H, W] and the MLP otherwise; width, depth and
+    levels None pick the preset (bezier_distill.models.PRESETS). factory "package.module:function" is called
+    with the feature shape (a tuple) and returns any nn.Module f(x [B, *F], t [B]) -> [B, *F]; the other
+    fields are then not used.
+    """
+
+    kind: Literal["auto", "mlp", "unet"] = "auto"
+    width: int | None = None        # MLP hidden units (256 for 2-D toys, 512 above); UNet channels at full size (32)
+    depth: int | None = None        # MLP residual blocks (3 for 2-D toys, 4 above); UNet residual blocks per level (1)
+    levels: int | None = None       # UNet 2x downsamplings (2); not used by the MLP
     time_features: int = 64         # sinusoidal features of t (even)
+    factory: str = ""               # "package.module:function" building the network from the feature shape
 
     def checks(self):
         yield "width", need(self.width is None or self.width >= 1, "must be >= 1 or null", self.width)
         yield "depth", need(self.depth is None or self.depth >= 0, "must be >= 0 or null", self.depth)
+        yield "levels", need(self.levels is None or self.levels >= 0, "must be >= 0 or null", self.levels)
         yield "time_features", need(self.time_features >= 2 and self.time_features % 2 == 0,
                                     "must be even and >= 2", self.time_features)
+        module, colon, function = self.factory.partition(":")
+        yield "factory", need(not self.factory or (module and colon and function),
+                              "must be 'package.module:function'", self.factory)
 
 
 @dataclass

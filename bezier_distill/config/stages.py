@@ -18,6 +18,17 @@ def run_dir_named(path: str) -> str | None:
     return None if path else "needs the run directory of a trained model"
 
 
+def outside_teacher_checks(model: str, weights: str, run_dirs: list[str]):
+    """An outside teacher (teacher_model + teacher_weights) replaces the teacher run directories."""
+    module, colon, function = model.partition(":")
+    yield "teacher_model", need(not model or (module and colon and function), "must be 'package.module:function'",
+                                model)
+    yield "teacher_weights", need(bool(weights) == bool(model), "teacher_model and teacher_weights go together "
+                                  "(--teacher-model and --teacher-weights)", weights)
+    yield "teacher_model", need(not model or not any(run_dirs), "an outside teacher replaces the teacher run "
+                                "directories: give one or the other", run_dirs)
+
+
 @dataclass
 class TeacherConfig:
     """`train-teacher`: 1-rectified flow on independent pairs (x0 ~ source, x1 ~ target)."""
@@ -38,9 +49,14 @@ class ReflowConfig:
     coupling: GenerateConfig = field(default_factory=GenerateConfig)
     init_from_teacher: bool = True   # start from the teacher's weights (same architecture either way)
     train: TrainConfig = field(default_factory=TrainConfig)
+    teacher_model: str = ""          # or an outside teacher: "package.module:function" called with the feature shape
+    teacher_weights: str = ""        # ... its state dict (.pt or .safetensors)
+    teacher_data: DataConfig = field(default_factory=DataConfig)  # ... and its source and target distributions
 
     def checks(self):
-        yield "teacher", run_dir_named(self.teacher)
+        if not self.teacher_model:
+            yield "teacher", run_dir_named(self.teacher)
+        yield from outside_teacher_checks(self.teacher_model, self.teacher_weights, [self.teacher])
         yield "train.target", velocity_target_problem(self.train)
 
 
@@ -61,14 +77,21 @@ class GuidesConfig:
     fit_points: int = 0              # fit only; 0: every state of the solver's grid (solver.steps + 1)
     save_trajectory: bool = False    # also store the (endpoint) teacher's states on its solver grid
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    teacher_model: str = ""          # or one outside teacher: "package.module:function" called with the feature shape
+    teacher_weights: str = ""        # ... its state dict (.pt or .safetensors)
+    teacher_data: DataConfig = field(default_factory=DataConfig)  # ... and its source and target distributions
 
     def checks(self):
-        yield "teachers", need(bool(self.teachers), "needs at least one teacher run directory", self.teachers)
+        yield from outside_teacher_checks(self.teacher_model, self.teacher_weights,
+                                          [*self.teachers, self.endpoint_teacher])
+        count = 1 if self.teacher_model else len(self.teachers)
+        if not self.teacher_model:
+            yield "teachers", need(bool(self.teachers), "needs at least one teacher run directory", self.teachers)
         for i, run in enumerate(self.teachers):
             yield f"teachers[{i}]", run_dir_named(run)
         states = self.generate.solver.steps + 1
         if self.method == "fit":
-            yield "teachers", need(len(self.teachers) == 1, "method 'fit' takes exactly one teacher", self.teachers)
+            yield "teachers", need(count == 1, "method 'fit' takes exactly one teacher", self.teachers)
             yield "degree", need(1 <= self.degree <= bk.MAX_KERNEL_DEGREE, f"must be in 1..{bk.MAX_KERNEL_DEGREE}",
                                  self.degree)
             m = self.fit_points or states
@@ -76,7 +99,7 @@ class GuidesConfig:
                                      f"needs degree + 1 = {self.degree + 1} to generate.solver.steps + 1 = {states} "
                                      f"trajectory states (0 takes all {states})", self.fit_points)
         else:
-            yield from guide_time_checks(self.guide_times, len(self.teachers))
+            yield from guide_time_checks(self.guide_times, count)
 
 
 def guide_time_checks(times: list[float], teachers: int):

@@ -13,8 +13,8 @@ from torch import Tensor  # noqa: E402
 
 
 def plot_samples(samples: Tensor, target: Tensor, path: str | Path, title: str,
-                 image_shape: tuple[int, int] | None = None) -> None:
-    """Writes a PNG: samples beside target samples ([n, 2] scatter, or the first 64 as 8x8 images)."""
+                 image_shape: tuple[int, ...] | None = None) -> None:
+    """Writes a PNG: samples beside target samples ([n, 2] scatter, or the first 64 images [n, *image_shape])."""
     fig, axes = plt.subplots(1, 2, figsize=(8, 4), dpi=100)
     for ax, points, name in ((axes[0], target, "target"), (axes[1], samples, title)):
         if image_shape is None:
@@ -29,9 +29,11 @@ def plot_samples(samples: Tensor, target: Tensor, path: str | Path, title: str,
     plt.close(fig)
 
 
-def _image_grid(points: Tensor, image_shape: tuple[int, int], side: int) -> Tensor:
-    """The first side^2 images of points [n, h*w] tiled into one [side*h, side*w] array (-1 fills the rest)."""
-    h, w = image_shape
+def _image_grid(points: Tensor, image_shape: tuple[int, ...], side: int) -> Tensor:
+    """The first side^2 images of points [n, *image_shape] (image_shape (H, W) or (C, H, W); channels are
+    averaged to grey) tiled into one [side*h, side*w] array (-1 fills the rest)."""
+    h, w = image_shape[-2:]
+    points = points.reshape(points.shape[0], -1, h * w).float().mean(1)
     count = side * side
     blank = points.new_full((max(0, count - points.shape[0]), h * w), -1.0)
     tiles = torch.cat([points[:count], blank]).reshape(side, side, h, w)

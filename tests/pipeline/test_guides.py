@@ -8,7 +8,6 @@ import torch
 
 from bezier_distill.config import SolverConfig
 from bezier_distill.guides import fit_bezier, multi_teacher_maker
-from bezier_distill.teachers import Teacher
 
 
 def bezier_points64(P: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
@@ -81,9 +80,7 @@ class ConstantVelocity(torch.nn.Module):
 
 @pytest.mark.parametrize("method", ["euler", "heun"])
 def test_multi_teacher_guides_are_each_teachers_state_at_its_time(method):
-    data = {"source": "normal:2", "target": "moons"}
-    slow = Teacher("slow", ConstantVelocity([1.0, 0.0]), {"data": data, "dim": 2}, "0")
-    fast = Teacher("fast", ConstantVelocity([0.0, 3.0]), {"data": data, "dim": 2}, "1")
+    slow, fast = ConstantVelocity([1.0, 0.0]), ConstantVelocity([0.0, 3.0])  # makers take any velocity callable
     maker = multi_teacher_maker([slow, fast], [0.3, 0.7], fast, SolverConfig(method, steps=4))
     x0 = torch.randn(5, 2, dtype=torch.float64)
     out = maker.make(x0)
