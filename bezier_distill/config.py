@@ -18,9 +18,7 @@ import yaml
 
 import bezier_kernels as bk
 
-
-class ConfigError(ValueError):
-    """A user error in a config value or a path; the message names the field and is one line."""
+from .errors import ConfigError  # defined in the leaf module errors; config.ConfigError stays importable
 
 
 def _join(where: str, name: str) -> str:
@@ -85,6 +83,7 @@ class TrainConfig:
     grid_size: int = 8               # grid: t uniform over {0, 1/K, ..., (K-1)/K}
     seed: int = 0
     checkpoint_every: int = 500
+    keep_checkpoints: int = 2        # the last K checkpoints kept: a resume falls back to an older intact one
     log_every: int = 50
     bf16: bool = False               # bfloat16 autocast of the network (meant for GPUs)
     compile: bool = False            # torch.compile of the network (meant for GPUs)
@@ -103,6 +102,7 @@ class TrainConfig:
         yield "grid_size", need(self.grid_size >= 1, "must be >= 1", self.grid_size)
         yield "seed", need(self.seed >= 0, "must be >= 0", self.seed)
         yield "checkpoint_every", need(self.checkpoint_every >= 1, "must be >= 1", self.checkpoint_every)
+        yield "keep_checkpoints", need(self.keep_checkpoints >= 1, "must be >= 1", self.keep_checkpoints)
         yield "log_every", need(self.log_every >= 1, "must be >= 1", self.log_every)
 
 
@@ -392,7 +392,7 @@ STAGES: dict[str, type] = {
 }
 
 # fields that may change between a run and its resumption (they do not change the result)
-RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.checkpoint_every")
+RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints")
 
 
 def run_dir_problem(path: str) -> str | None:

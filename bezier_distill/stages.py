@@ -30,6 +30,7 @@ from .checkpoint import load_model, model_weights
 from .config import (RESUMABLE_CHANGES, ConfigError, DistillStage, GuidesStage, ModelConfig, ReflowStage,
                      SampleStage, TeacherStage, first_difference, to_yaml, validate)
 from .data import IndependentPairs, get_distribution, resolve_pair, seeded_generator
+from .errors import DamagedFileError
 from .files import atomic_write, write_json
 from .guides import coupling_maker, fit_maker, multi_teacher_maker, write_paths
 from .metrics import energy_distance
@@ -46,7 +47,11 @@ def record_config(out_dir: str | Path, section: str, cfg: Any) -> None:
     out_dir = Path(out_dir)
     path = out_dir / CONFIG_FILE
     if path.is_file():
-        old = (yaml.safe_load(path.read_text()) or {}).get(section, {})
+        try:
+            old = (yaml.safe_load(path.read_text()) or {}).get(section, {})
+        except (yaml.YAMLError, AttributeError) as error:  # not YAML, or not a mapping
+            raise DamagedFileError(f"'{path}' is unreadable ({type(error).__name__}); delete it to record this "
+                                   "run's config again (the run's own config), or use a new output directory") from None
         new = asdict(cfg)
         for name in RESUMABLE_CHANGES:
             head, _, key = name.partition(".")
