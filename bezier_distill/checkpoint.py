@@ -30,7 +30,7 @@ from safetensors.torch import save as save_tensors
 from torch import Tensor, nn
 
 from .errors import DamagedFileError, DamagedFileWarning, rerun_command
-from .files import atomic_write, remove_stale_temps, try_read_json, write_json
+from .files import atomic_write, canonical_safetensors, remove_stale_temps, try_read_json, write_json
 from .models import VelocityMLP
 
 STATE = "checkpoint.json"
@@ -150,11 +150,11 @@ def _read_tensors(run_dir: Path, entry: dict) -> tuple[dict[str, Tensor] | None,
         return None, "missing"
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != entry["tensors"]["sha256"]:
-        return None, f"its sha256 differs from the one in {STATE}"
+        return None, f"damaged (its sha256 differs from the one in {STATE})"
     try:
         return load_tensors(data), ""
     except SafetensorError as error:
-        return None, f"not a safetensors file ({error})"
+        return None, f"damaged (not a safetensors file: {error})"
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, ema: nn.Module,
@@ -165,7 +165,8 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, ema: nn.Mo
     run_dir = Path(run_dir)
     optim_tensors, optim_rest = _split_optimizer(optimizer)
     tensors = {**_prefixed("model", model.state_dict()), **_prefixed("ema", ema.state_dict()), **optim_tensors}
-    data = save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata={"step": str(step)})
+    data = canonical_safetensors(save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                                              metadata={"step": str(step)}))
     name = f"checkpoint-{step:08d}.safetensors"
     try:
         older = [e for e in kept_checkpoints(read_state(run_dir)) if e["step"] < step] if has_checkpoint(run_dir) else []
@@ -191,11 +192,11 @@ def intact_checkpoint(run_dir: str | Path) -> tuple[dict, dict[str, Tensor]]:
         tensors, problem = _read_tensors(run_dir, entry)
         if tensors is not None:
             for path, why in damaged:
-                warnings.warn(f"checkpoint '{path}' is damaged ({why}); resuming from the older "
+                warnings.warn(f"checkpoint '{path}' is {why}; resuming from the older "
                               f"'{run_dir / entry['tensors']['file']}' (step {entry['step']})", DamagedFileWarning)
             return entry, tensors
         damaged.append((run_dir / entry["tensors"]["file"], problem))
-    listed = ", ".join(f"'{path}' ({why})" for path, why in damaged)
+    listed = ", ".join(f"'{path}' is {why}" for path, why in damaged)
     raise DamagedFileError(f"no intact checkpoint in '{run_dir}': {listed}; delete '{run_dir}' to train it "
                            f"again from the start, or use a new --out directory")
 
@@ -207,7 +208,7 @@ def load_checkpoint(run_dir: str | Path) -> tuple[dict, dict[str, Tensor]]:
     state = kept_checkpoints(read_state(run_dir))[0]
     tensors, problem = _read_tensors(run_dir, state)
     if tensors is None:
-        raise DamagedFileError(f"checkpoint '{run_dir / state['tensors']['file']}' is damaged ({problem}); "
+        raise DamagedFileError(f"checkpoint '{run_dir / state['tensors']['file']}' is {problem}; "
                                f"{rerun_command(state['run'].get('stage'), str(run_dir))} to redo it from an "
                                f"older checkpoint")
     return state, tensors

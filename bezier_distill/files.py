@@ -59,6 +59,15 @@ def remove_stale_temps(directory: str | Path, name_pattern: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """A safetensors file's bytes with the keys of its JSON header sorted: the same tensors and metadata then
+    always give the same bytes (safetensors writes the metadata in a hash order that differs per process)."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data stay 8-byte aligned, as safetensors pads them
+    return len(header).to_bytes(8, "little") + header + data[8 + size:]
+
+
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -43,7 +43,7 @@ from . import distributed
 from .config import first_difference
 from .data import StoredPairs, seeded_generator
 from .errors import ConfigError, DamagedFileError, DamagedFileWarning, rerun_command
-from .files import atomic_write, remove_stale_temps, try_read_json, write_json
+from .files import atomic_write, canonical_safetensors, remove_stale_temps, try_read_json, write_json
 
 FORMAT = "bezier-distill-paths"
 VERSION = 1
@@ -154,8 +154,8 @@ def write_chunk(out_dir: str | Path, chunk: dict, tensors: dict[str, Tensor]) ->
     for name, value in tensors.items():
         if value.shape[0] != chunk["count"]:
             raise ValueError(f"chunk {chunk['index']}: {name} has {value.shape[0]} samples, expected {chunk['count']}")
-    data = save({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()},
-                metadata=_chunk_metadata(chunk))
+    data = canonical_safetensors(save({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()},
+                                      metadata=_chunk_metadata(chunk)))
     digest = hashlib.sha256(data).hexdigest()
     atomic_write(Path(out_dir) / chunk["file"], data)
     atomic_write(_digest_path(out_dir, chunk), digest + "\n")
