@@ -22,4 +22,6 @@ Modules, one job each:
     compare     the comparison runner (`bezier-distill compare`): every method over seeds, with costs
     report      results.md rendered from results.json, and the comparison's figures (plots)
 """
-__version__ = "0.1.0"
+from bezier_kernels._version import __version__  # one version number for the distribution
+
+__all__ = ["__version__"]
