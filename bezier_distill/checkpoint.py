@@ -118,7 +118,7 @@ def kept_checkpoints(state: dict) -> list[dict]:
 
 def _entry_ok(entry: Any) -> bool:
     tensors = entry.get("tensors") if isinstance(entry, dict) else None
-    return (isinstance(tensors, dict) and isinstance(tensors.get("file"), str) and isinstance(tensors.get("sha256"), str)
+    return (isinstance(tensors, dict) and all(isinstance(tensors.get(key), str) for key in ("file", "sha256"))
             and isinstance(entry.get("step"), int) and all(key in entry for key in ("optimizer", "rng", "run")))
 
 
@@ -168,10 +168,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, ema: nn.Mo
     data = canonical_safetensors(save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                                               metadata={"step": str(step)}))
     name = f"checkpoint-{step:08d}.safetensors"
-    try:
-        older = [e for e in kept_checkpoints(read_state(run_dir)) if e["step"] < step] if has_checkpoint(run_dir) else []
-    except DamagedFileError:
-        older = []  # an unreadable state file is replaced (a resume refuses it, so this is a fresh run)
+    older = [e for e in kept_checkpoints(read_state(run_dir)) if e["step"] < step] if has_checkpoint(run_dir) else []
     remove_stale_temps(run_dir, "checkpoint*")
     atomic_write(run_dir / name, data)
     write_json(run_dir / STATE, {**state, "step": step,

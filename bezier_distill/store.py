@@ -22,8 +22,8 @@ chunk-00000.sha256 file holding its sha256, which finalize moves into the manife
 checks every chunk against its sha256; rerunning the generation command skips the chunks that match
 and makes the damaged or missing ones again, bit-identical to the originals. Launched by torchrun on
 several ranks, `generate` shards the chunks across them (bezier_distill.distributed): each rank writes
-its own chunk files, rank 0 the manifest. By hand: give each process its own chunk indices (`generate(..., indices=...)`) and let one
-process call `finalize` once all are written.
+its own chunk files, rank 0 the manifest. By hand: give each process its own chunk indices
+(`generate(..., indices=...)`) and let one process call `finalize` once all are written.
 """
 from __future__ import annotations
 
@@ -77,11 +77,17 @@ def repair_hint(out_dir: str | Path, manifest: dict | None = None) -> str:
     return rerun_command(stage or "guides", str(out_dir))
 
 
-def read_manifest(out_dir: str | Path) -> dict:
-    """The manifest of a dataset; DamagedFileError naming it, and the command that remakes it, when unreadable."""
+def _read_manifest(out_dir: str | Path) -> tuple[dict | None, str | None]:
+    """(The manifest of a dataset, None), or (None, why it cannot be read)."""
     manifest, problem = try_read_json(Path(out_dir) / MANIFEST)
     if problem is None and not (isinstance(manifest, dict) and isinstance(manifest.get("chunks"), list)):
         problem = "not a dataset manifest"
+    return (None, problem) if problem else (manifest, None)
+
+
+def read_manifest(out_dir: str | Path) -> dict:
+    """The manifest of a dataset; DamagedFileError naming it, and the command that remakes it, when unreadable."""
+    manifest, problem = _read_manifest(out_dir)
     if problem:
         raise DamagedFileError(f"dataset manifest '{Path(out_dir) / MANIFEST}' is unreadable ({problem}); "
                                f"{repair_hint(out_dir)} to regenerate the dataset")
@@ -98,13 +104,12 @@ def prepare(out_dir: str | Path, header: dict, create: bool = True) -> dict:
                 "chunks": chunk_plan(header["num_samples"], header["chunk_size"], header["seed"]), "complete": False}
     path = out_dir / MANIFEST
     if path.is_file():
-        try:
-            old = read_manifest(out_dir)
-        except DamagedFileError as error:
-            warnings.warn(f"{str(error).split(';')[0]}; making every chunk again", DamagedFileWarning)
+        old, problem = _read_manifest(out_dir)
+        if problem:
+            warnings.warn(f"dataset manifest '{path}' is unreadable ({problem}); making every chunk again",
+                          DamagedFileWarning)
             for chunk in manifest["chunks"]:
                 _digest_path(out_dir, chunk).unlink(missing_ok=True)
-            old = None
         found = old and first_difference(_without_digests(old), _without_digests(manifest))
         if found:
             field, before, now = found

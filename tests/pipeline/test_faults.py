@@ -11,20 +11,22 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load, load_file, save
 
 from bezier_distill import cli, stages, store
 from bezier_distill.checkpoint import STATE, load_checkpoint, read_state
 from bezier_distill.config import DataConfig, TeacherStage
 from bezier_distill.errors import ConfigError, DamagedFileError
-from bezier_distill.files import read_json
+from bezier_distill.files import canonical_safetensors, read_json
 
 from pipeline_helpers import TINY_MODEL, tiny_train
 
@@ -319,3 +321,44 @@ def test_a_damaged_chunk_of_a_reflow_coupling_names_the_reflow_command(tmp_path)
     assert store.repair_hint(tmp_path / "rf2" / "coupling") == store.repair_hint(tmp_path / "rf2" / "coupling",
                                                                                 manifest)
 
+
+
+# ---------------------------------------------------------------- the CLI's one place for user-facing failures
+
+def test_sigterm_stops_a_run_with_one_line_and_status_130(reference_run, tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "bezier_distill", "train-teacher", "--config", str(reference_run / "config.yaml"),
+            "--out", str(run), "--set", "teacher.train.steps=1000000", *TEACHER_ARGS]
+    with subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True) as process:
+        deadline = time.monotonic() + 120
+        while not (run / STATE).is_file() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        err = process.stderr.read()
+    assert process.returncode == 130, err
+    assert err == "bezier-distill train-teacher: interrupted; rerun the same command to resume\n"
+
+
+def test_a_file_system_error_is_one_line(tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file, not a directory")
+    err = one_line_error(capsys, ["train-teacher", "--out", str(tmp_path / "taken" / "rf1"), *TEACHER_ARGS])
+    assert err == f"bezier-distill train-teacher: error: Not a directory: '{tmp_path / 'taken' / 'rf1'}'\n"
+
+
+def test_a_programming_error_still_raises(monkeypatch, tmp_path):
+    def broken(cfg, out_dir, device, progress):
+        raise ValueError("a bug, not a user error")
+
+    monkeypatch.setitem(cli.COMMANDS, "train-teacher", ("teacher", broken, "broken"))
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main(["train-teacher", "--out", str(tmp_path / "rf1"), *TEACHER_ARGS])
+
+
+def test_canonical_safetensors_bytes_do_not_depend_on_the_metadata_order():
+    tensors = {"b": torch.arange(3.0), "a": torch.ones(2, 2)}
+    one = canonical_safetensors(save(tensors, metadata={"index": "1", "start": "4", "seed": "3"}))
+    two = canonical_safetensors(save(tensors, metadata={"seed": "3", "start": "4", "index": "1"}))
+    assert one == two and int.from_bytes(one[:8], "little") % 8 == 0  # the data stay 8-byte aligned
+    loaded = load(one)
+    assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], tensors[k]) for k in tensors)

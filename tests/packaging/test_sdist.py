@@ -1,0 +1,45 @@
+"""The sdist carries every file the build needs, and one version number is seen everywhere.
+
+(`make dist-check` goes further: it builds a wheel from the sdist in a fresh venv and smoke-tests it.)
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+import bezier_distill
+import bezier_kernels as bk
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tracked(*patterns: str) -> set[str]:
+    """The files git tracks in the repository that match patterns."""
+    done = subprocess.run(["git", "ls-files", "--", *patterns], cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"not a git checkout: {done.stderr.strip()}")
+    return set(done.stdout.split())
+
+
+def test_the_sdist_holds_every_source_header_and_build_file(tmp_path):
+    pytest.importorskip("build", reason="the sdist is built with the `build` package (make setup installs it)")
+    done = subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path),
+                           str(REPO)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (sdist,) = tmp_path.glob("*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    needed = tracked("csrc", "bezier_kernels", "bezier_distill") | {
+        "setup.py", "pyproject.toml", "MANIFEST.in", "CMakeLists.txt", "README.md"}
+    assert {"csrc/bezier_cpu.h", "csrc/bezier_cuda.cuh", "csrc/bezier_cuda_forward.cu"} <= needed
+    assert not needed - names, f"missing from the sdist: {sorted(needed - names)}"
+    assert sdist.name == f"bezier_distill-{bk.__version__}.tar.gz"
+
+
+def test_one_version_number_for_the_metadata_and_both_packages():
+    assert version("bezier-distill") == bk.__version__ == bezier_distill.__version__
