@@ -66,13 +66,14 @@ dist: sdist
 	$(PY) -m pip wheel --quiet --no-build-isolation --no-deps --wheel-dir $(DIST) $(DIST)/*.tar.gz
 
 # What a new user does, in a fresh venv: torch first, the wheel built from the sdist (--no-build-isolation:
-# against that torch), installed with its train extras, then the smoke test run outside the tree (CI).
+# against that torch), installed with its train extras, then the smoke test run outside the tree (CI;
+# --no-compile skips byte-compiling torch, a minute of the check).
 dist-check: sdist
 	rm -rf $(DIST_VENV)
 	$(PYTHON) -m venv $(DIST_VENV)
-	$(DIST_VENV)/bin/python -m pip install --quiet torch==2.13.0 "setuptools>=77" wheel ninja numpy
+	$(DIST_VENV)/bin/python -m pip install --quiet --no-compile torch==2.13.0 "setuptools>=77" wheel ninja numpy
 	$(DIST_VENV)/bin/python -m pip wheel --quiet --no-build-isolation --no-deps --wheel-dir $(DIST) $(DIST)/*.tar.gz
-	$(DIST_VENV)/bin/python -m pip install --quiet "$$(ls $(DIST)/*.whl)[train]"
+	$(DIST_VENV)/bin/python -m pip install --quiet --no-compile "$$(ls $(DIST)/*.whl)[train]"
 	cd $(DIST_VENV) && bin/python $(CURDIR)/tests/packaging/smoke.py
 
 bench: setup

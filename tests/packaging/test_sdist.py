@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -19,17 +20,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def tracked(*patterns: str) -> set[str]:
-    """The files git tracks in the repository that match patterns."""
-    done = subprocess.run(["git", "ls-files", "--", *patterns], cwd=REPO, capture_output=True, text=True)
+    """The files of the checkout that git tracks, or would (untracked but not ignored), matching patterns."""
+    done = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *patterns],
+                          cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"not a git checkout: {done.stderr.strip()}")
-    return set(done.stdout.split())
+    return {name for name in done.stdout.split() if (REPO / name).is_file()}
 
 
 def test_the_sdist_holds_every_source_header_and_build_file(tmp_path):
     pytest.importorskip("build", reason="the sdist is built with the `build` package (make setup installs it)")
+    tree = tmp_path / "tree"  # a clean copy: an old egg-info's SOURCES.txt in the checkout would add its files
+    for name in tracked():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, tree / name)
     done = subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path),
-                           str(REPO)], capture_output=True, text=True, timeout=300)
+                           str(tree)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     (sdist,) = tmp_path.glob("*.tar.gz")
     with tarfile.open(sdist) as archive:
