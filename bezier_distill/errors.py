@@ -4,6 +4,8 @@ A leaf module (it imports nothing from the package), so every module can raise t
 """
 from __future__ import annotations
 
+import shlex
+
 # config section -> the subcommand that runs it (the CLI's names; compare's guide maps are made by compare)
 COMMAND_OF_SECTION = {"teacher": "train-teacher", "reflow": "reflow", "guides": "make-guides", "distill": "distill",
                       "sample": "sample", "compare": "compare"}
@@ -26,4 +28,5 @@ def rerun_command(section: str | None, out_dir: str) -> str:
     command = COMMAND_OF_SECTION.get(section or "")
     if command is None:
         return f"rerun the command that made '{out_dir}' with the same --out"
-    return f"rerun `bezier-distill {command} --config {out_dir}/config.yaml --out {out_dir}`"
+    config = shlex.quote(f"{out_dir}/config.yaml")
+    return f"rerun `bezier-distill {command} --config {config} --out {shlex.quote(out_dir)}`"
