@@ -193,6 +193,17 @@ def test_a_state_file_that_is_json_but_no_checkpoint_is_a_one_line_error(referen
     assert f"checkpoint state '{run}/{STATE}' is unreadable (a checkpoint in it lacks" in err
 
 
+@pytest.mark.parametrize("text", ["teacher: {train: [unclosed", "just a string"], ids=["not-yaml", "not-a-mapping"])
+def test_an_unreadable_recorded_config_is_a_one_line_error(text, reference_run, tmp_path, capsys):
+    run = copy_of(reference_run, tmp_path)
+    config = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(text)
+    (tmp_path / "exp.yaml").write_text(config)
+    err = one_line_error(capsys, ["train-teacher", "--config", str(tmp_path / "exp.yaml"), "--out", str(run),
+                                  *TEACHER_ARGS])
+    assert err.startswith(f"bezier-distill train-teacher: error: '{run}/config.yaml' is unreadable ("), err
+
+
 def test_a_deleted_state_file_trains_again_from_the_start_to_the_same_result(reference_run, tmp_path):
     run = copy_of(reference_run, tmp_path)
     (run / STATE).unlink()  # as a kill before the first state write leaves it: tensors but no state
