@@ -29,4 +29,3 @@ __all__ = [
     "bezier_distill_loss",
     "bezier_stacked",
 ]
-__version__ = "0.1.0"
