@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -49,3 +50,7 @@ def test_the_sdist_holds_every_source_header_and_build_file(tmp_path):
 
 def test_one_version_number_for_the_metadata_and_both_packages():
     assert version("bezier-distill") == bk.__version__ == bezier_distill.__version__
+    literals = re.compile(r"^\s*(__version__|version)\s*=\s*['\"]", re.MULTILINE)
+    written = sorted(name for name in tracked("*.py", "pyproject.toml", "setup.cfg")
+                     if literals.search((REPO / name).read_text()))
+    assert written == ["bezier_kernels/_version.py"], f"a version number is written in {written}"
