@@ -8,12 +8,12 @@ PIP := $(PY) -m pip install --quiet
 export MAX_JOBS ?= 2
 CSRC := $(wildcard csrc/*.h csrc/*.cpp csrc/*.cu csrc/*.cuh)
 
-.PHONY: setup demo test test-python lint ctest check-cuda bench clean
+.PHONY: setup demo test test-python lint ctest check-cuda bench clean sdist dist dist-check
 
 $(VENV)/.deps: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) torch==2.13.0
-	$(PIP) "setuptools>=77" wheel ninja pybind11 numpy
+	$(PIP) "setuptools>=77" wheel ninja pybind11 numpy build
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps setup.py $(CSRC)
@@ -59,8 +59,31 @@ lint: setup
 # Python suite.
 test: setup lint ctest check-cuda test-python
 
+# The distribution: the sdist (every file the build needs: MANIFEST.in), then a wheel built from that
+# sdist, not from the tree, both in dist/.
+DIST ?= dist
+DIST_VENV ?= build/dist-venv
+
+sdist: $(VENV)/.deps
+	rm -rf $(DIST) && mkdir -p build
+	$(PY) -m build --sdist --no-isolation --outdir $(DIST) . > build/sdist.log 2>&1 || (cat build/sdist.log; false)
+
+dist: sdist
+	$(PY) -m pip wheel --quiet --no-build-isolation --no-deps --wheel-dir $(DIST) $(DIST)/*.tar.gz
+
+# What a new user does, in a fresh venv: torch first, the wheel built from the sdist (--no-build-isolation:
+# against that torch), installed with its train extras, then the smoke test run outside the tree (CI;
+# --no-compile skips byte-compiling torch, a minute of the check).
+dist-check: sdist
+	rm -rf $(DIST_VENV)
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/python -m pip install --quiet --no-compile torch==2.13.0 "setuptools>=77" wheel ninja numpy
+	$(DIST_VENV)/bin/python -m pip wheel --quiet --no-build-isolation --no-deps --wheel-dir $(DIST) $(DIST)/*.tar.gz
+	$(DIST_VENV)/bin/python -m pip install --quiet --no-compile "$$(ls $(DIST)/*.whl)[train]"
+	cd $(DIST_VENV) && bin/python $(CURDIR)/tests/packaging/smoke.py
+
 bench: setup
 	$(PY) -m benchmarks.run --quick
 
 clean:
-	rm -rf build bezier_kernels/_C*.so *.egg-info
+	rm -rf build dist bezier_kernels/_C*.so *.egg-info

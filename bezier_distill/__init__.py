@@ -30,14 +30,15 @@ Modules, leaves first (imports run one way: tests/layout/test_imports.py):
     comparison/  the comparison runner: layout, typed plan, evaluation, figures, report
     cli          the `bezier-distill` command
 """
-__version__ = "0.1.0"
+from bezier_kernels._version import __version__  # one version number for the distribution
 
-__all__ = ["Paths", "Student", "distill", "load_student", "make_guides", "reverse_time", "sample"]
+API = ["Paths", "Student", "distill", "load_student", "make_guides", "reverse_time", "sample"]
+__all__ = ["__version__", *API]
 
 
 def __getattr__(name: str):
     """The library API (bezier_distill.api), imported on first use: `import bezier_distill.config` stays light."""
-    if name in __all__:
+    if name in API:
         from . import api
 
         return getattr(api, name)

@@ -11,8 +11,9 @@
 compare);
 each subcommand reads its section (defaults for what is absent), then the input flags, then every
 --set FIELD=VALUE (e.g. --set distill.train.steps=500). The run records the result as
-OUT/config.yaml. Rerunning a command resumes it. User errors (config, paths) print one line naming
-the field and exit with status 2.
+OUT/config.yaml. Rerunning a command resumes it. User errors (config, paths, damaged or unreadable
+files) print one line naming the field or file and what to do, and exit with status 2; an
+interrupted run (Ctrl-C, SIGTERM) prints one line and exits with status 130. No traceback for them.
 
 Launched by torchrun, each process joins the run's process group and runs the command as one rank:
 
@@ -22,7 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,7 +35,7 @@ from . import distributed, stages
 from .comparison import layout
 from .comparison.runner import run_comparison
 from .config import apply_override, load_stage, read_file
-from .errors import ConfigError
+from .errors import ConfigError, DamagedFileWarning
 
 # subcommand -> (config section, stage function, help)
 COMMANDS = {
@@ -118,23 +122,54 @@ def report(command: str, out: str, result: object) -> str:
     return f"{command}: {out}\n" + json.dumps(result, indent=1)
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt  # a SIGTERM (e.g. from a scheduler) stops the run like Ctrl-C: a one-line message
+
+
+def _user_facing(name: str, error: BaseException) -> tuple[str, int] | None:
+    """(The one-line message, exit status) of a failure the user can act on; None for a programming error."""
+    if isinstance(error, ConfigError):  # bad config values and paths, damaged or unreadable files
+        return f"{name}: error: {error}", 2
+    if isinstance(error, KeyboardInterrupt):
+        return f"{name}: interrupted; rerun the same command to resume", 130
+    if isinstance(error, OSError) and error.strerror:  # the file system: no space left, no permission, ...
+        where = f": '{error.filename}'" if error.filename else ""
+        return f"{name}: error: {error.strerror}{where}", 2
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs one subcommand; every user-facing failure is one line on stderr (no traceback), warnings too."""
     args = build_parser().parse_args(argv)
     name = f"bezier-distill {args.command}"
+
+    def show_warning(message, category, *where, **kwargs):
+        if issubclass(category, DamagedFileWarning):
+            print(f"{name}: warning: {message}", file=sys.stderr)
+        else:
+            python_warning(message, category, *where, **kwargs)
+
+    handles_sigterm = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if handles_sigterm else None
     try:
-        with distributed.launch(pick_device(args.device)) as device:  # one rank of a torchrun launch, or alone
-            world = distributed.world()
-            if world.size > 1:
-                name += f" (rank {world.rank} of {world.size})"
-            result = run(args, device)
-            if world.main:
-                print(report(args.command, args.out, result))
-    except ConfigError as error:
-        print(f"{name}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        with warnings.catch_warnings():
+            python_warning, warnings.showwarning = warnings.showwarning, show_warning
+            with distributed.launch(pick_device(args.device)) as device:  # one rank of a torchrun launch, or alone
+                world = distributed.world()
+                if world.size > 1:
+                    name += f" (rank {world.rank} of {world.size})"
+                result = run(args, device)
+                if world.main:
+                    print(report(args.command, args.out, result))
+    except (Exception, KeyboardInterrupt) as error:
+        failure = _user_facing(name, error)
+        if failure is None:
+            raise
+        print(failure[0], file=sys.stderr)
+        return failure[1]
+    finally:
+        if handles_sigterm:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -1,17 +1,41 @@
-"""User errors: the one error class the CLI prints as a single line, and the ways to name what is wrong.
+"""User errors and warnings: one-line messages the CLI prints without a traceback (exit status 2),
+and the ways to name what is wrong.
 
-Every mistake a user can make (a config value, a path, a file made by another config) raises
-ConfigError with a one-line message that names the field, e.g.
-"config field 'distill.train.lr': must be > 0, got -0.1". This module imports nothing of the package.
+Every mistake a user can make (a config value, a path, a damaged file or one made by another config)
+raises ConfigError (or DamagedFileError) with a one-line message that names the field or the file,
+e.g. "config field 'distill.train.lr': must be > 0, got -0.1". A leaf module: it imports nothing of
+the package, so every module can raise these.
 """
 from __future__ import annotations
 
+import shlex
 import typing
 from typing import Any
+
+# config section -> the subcommand that runs it (the CLI's names; compare's guide maps are made by compare)
+COMMAND_OF_SECTION = {"teacher": "train-teacher", "reflow": "reflow", "guides": "make-guides", "distill": "distill",
+                      "sample": "sample", "compare": "compare"}
 
 
 class ConfigError(ValueError):
     """A user error in a config value or a path; the message names the field and is one line."""
+
+
+class DamagedFileError(ConfigError):
+    """A file of a run or a dataset is damaged, unreadable or missing; the message names it and what to do."""
+
+
+class DamagedFileWarning(UserWarning):
+    """A damaged file was skipped (e.g. a resume fell back to an older checkpoint); the message names it."""
+
+
+def rerun_command(section: str | None, out_dir: str) -> str:
+    """The command that redoes (and so repairs) the output directory of a stage, from its recorded config."""
+    command = COMMAND_OF_SECTION.get(section or "")
+    if command is None:
+        return f"rerun the command that made '{out_dir}' with the same --out"
+    config = shlex.quote(f"{out_dir}/config.yaml")
+    return f"rerun `bezier-distill {command} --config {config} --out {shlex.quote(out_dir)}`"
 
 
 def join(where: str, name: str) -> str:

@@ -41,7 +41,7 @@ from .config import (
     validate,
 )
 from .data import IndependentPairs, distribution_problem, get_distribution, pair_problem, resolve_pair, seeded_generator
-from .errors import check_unchanged, field_error, join
+from .errors import DamagedFileError, check_unchanged, field_error, join
 from .evaluation.metrics import energy_distance
 from .files import atomic_write, read_json, write_json
 from .guides import PathMaker, coupling_maker, fit_maker, multi_teacher_maker, write_paths
@@ -59,7 +59,11 @@ def record_config(out_dir: str | Path, section: str, cfg: Any) -> None:
     out_dir = Path(out_dir)
     path = out_dir / CONFIG_FILE
     if path.is_file():
-        old = (yaml.safe_load(path.read_text()) or {}).get(section, {})
+        try:
+            old = (yaml.safe_load(path.read_text()) or {}).get(section, {})
+        except (yaml.YAMLError, AttributeError) as error:  # not YAML, or not a mapping
+            raise DamagedFileError(f"'{path}' is unreadable ({type(error).__name__}); delete it to record this "
+                                   "run's config again (the run's own config), or use a new output directory") from None
         new = asdict(cfg)
         for name in RESUMABLE_CHANGES:
             head, _, key = name.partition(".")

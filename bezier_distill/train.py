@@ -75,6 +75,7 @@ def read_log(run_dir: str | Path, up_to_step: int | None = None) -> list[dict]:
             entries.append(json.loads(line))
         except json.JSONDecodeError:
             continue
+    entries = [e for e in entries if isinstance(e, dict) and isinstance(e.get("step"), int)]  # not a log entry
     return [e for e in entries if up_to_step is None or e["step"] <= up_to_step]
 
 
@@ -125,7 +126,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path, 
 
     def checkpoint() -> None:
         save_checkpoint(run_dir, step, model, ema, optimizer,
-                        {"run": run_info, "data_order": pairs.state_dict(), "log_interval": interval})
+                        {"run": run_info, "data_order": pairs.state_dict(), "log_interval": interval},
+                        keep=cfg.keep_checkpoints)
 
     bar = tqdm(total=cfg.steps, initial=step, unit="step", desc=run_info.get("stage", "train"),
                disable=not progress or not world.main, dynamic_ncols=True)

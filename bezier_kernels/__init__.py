@@ -9,6 +9,7 @@
 """
 from . import backends as _backends
 from . import ops as _ops  # registers the compiled backends  # noqa: F401
+from ._version import __version__
 from .backends import BACKENDS, MAX_KERNEL_DEGREE, BackendInfo, available_backends
 from .functional import bernstein_weights, bezier, bezier_distill_loss, bezier_stacked
 
@@ -18,6 +19,7 @@ except ImportError as _error:
     _backends.register_backend("triton", None, (), f"the Triton backend did not load ({_error})")
 
 __all__ = [
+    "__version__",
     "BACKENDS",
     "MAX_KERNEL_DEGREE",
     "BackendInfo",
@@ -27,4 +29,3 @@ __all__ = [
     "bezier_distill_loss",
     "bezier_stacked",
 ]
-__version__ = "0.1.0"

@@ -70,6 +70,7 @@ class TrainConfig:
     grid_size: int = 8               # grid: t uniform over {0, 1/K, ..., (K-1)/K}
     seed: int = 0
     checkpoint_every: int = 500
+    keep_checkpoints: int = 2        # the last K checkpoints kept: a resume falls back to an older intact one
     log_every: int = 50
     bf16: bool = False               # bfloat16 autocast of the network (meant for GPUs)
     compile: bool = False            # torch.compile of the network (meant for GPUs)
@@ -88,6 +89,7 @@ class TrainConfig:
         yield "grid_size", need(self.grid_size >= 1, "must be >= 1", self.grid_size)
         yield "seed", need(self.seed >= 0, "must be >= 0", self.seed)
         yield "checkpoint_every", need(self.checkpoint_every >= 1, "must be >= 1", self.checkpoint_every)
+        yield "keep_checkpoints", need(self.keep_checkpoints >= 1, "must be >= 1", self.keep_checkpoints)
         yield "log_every", need(self.log_every >= 1, "must be >= 1", self.log_every)
 
 

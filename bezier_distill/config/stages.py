@@ -10,7 +10,7 @@ from ..errors import need
 from .sections import DataConfig, GenerateConfig, ModelConfig, SolverConfig, TrainConfig, velocity_target_problem
 
 # fields that may change between a run and its resumption (they do not change the result)
-RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.checkpoint_every")
+RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints")
 
 
 def run_dir_named(path: str) -> str | None:
