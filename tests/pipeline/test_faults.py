@@ -24,7 +24,7 @@ from safetensors.torch import load, load_file, save
 
 from bezier_distill import cli, stages, store
 from bezier_distill.checkpoint import STATE, load_checkpoint, read_state
-from bezier_distill.config import DataConfig, TeacherStage
+from bezier_distill.config import DataConfig, TeacherConfig
 from bezier_distill.errors import ConfigError, DamagedFileError
 from bezier_distill.files import canonical_safetensors, read_json
 
@@ -104,7 +104,7 @@ TEACHER_ARGS = ["--device", "cpu", "--no-progress"]
 def reference_run(tmp_path_factory) -> Path:
     """An uninterrupted tiny teacher run: 60 steps, a checkpoint every 20, the last 2 kept (40 and 60)."""
     out = tmp_path_factory.mktemp("faults") / "reference"
-    cfg = TeacherStage(data=DataConfig("normal", "moons"), model=TINY_MODEL, train=tiny_train(steps=60))
+    cfg = TeacherConfig(data=DataConfig("normal", "moons"), model=TINY_MODEL, train=tiny_train(steps=60))
     with single_thread():  # as the tests' reruns (bit-identical needs the same reduction order)
         stages.train_teacher(cfg, out, progress=False)
     return out
@@ -140,7 +140,7 @@ def test_the_last_two_checkpoints_are_kept_by_default_and_k_is_configurable(refe
         "checkpoint-00000040.safetensors", "checkpoint-00000060.safetensors"]
     state = read_state(reference_run)
     assert state["step"] == 60 and [e["step"] for e in state["previous"]] == [40]
-    cfg = TeacherStage(data=DataConfig("normal", "moons"), model=TINY_MODEL,
+    cfg = TeacherConfig(data=DataConfig("normal", "moons"), model=TINY_MODEL,
                        train=tiny_train(steps=40, checkpoint_every=10, keep_checkpoints=3))
     stages.train_teacher(cfg, tmp_path / "k3", progress=False)
     assert sorted(p.name[11:19] for p in (tmp_path / "k3").glob("checkpoint-*")) == ["00000020", "00000030", "00000040"]
