@@ -16,7 +16,7 @@ exact for a constant acceleration (the integral of v^ + a t over the step).
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -25,9 +25,12 @@ from torch import Tensor, nn
 
 import bezier_kernels as bk
 
+from .. import store
+from ..checkpoint import model_weights
 from ..config import ModelConfig
 from ..config.baselines import CAFConfig
 from ..models import VelocityMLP, resolve_model
+from ..stages import record_config
 from ..samplers import uniform_times
 from ..train import TrainResult
 from .loop import fit, load_baseline
@@ -110,6 +113,19 @@ def train_caf(cfg: CAFConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path
     second = fit(cfg.acceleration, acceleration, acceleration_loss, run_dir / ACCELERATION, pairs=pairs,
                  progress=progress, run_info={**run_info, "stage": "caf acceleration"})
     return TrainResult(second.model, second.ema, first.step + second.step, first.log + second.log)
+
+
+def caf_stage(cfg: CAFConfig, coupling: str, model_cfg: ModelConfig, seed: int, init_from: str, out_dir: str,
+              device: str = "cpu", progress: bool = True) -> TrainResult:
+    """The comparison's CAF stage: both training seeds set to `seed`, on the coupling dataset directory, the
+    velocity model from the EMA weights of the run init_from (the teacher; "" for a fresh one)."""
+    cfg = replace(cfg, velocity=replace(cfg.velocity, seed=seed), acceleration=replace(cfg.acceleration, seed=seed))
+    manifest, pairs = store.load_pairs(coupling, seed)
+    init = model_weights(init_from)[0] if init_from else None
+    record_config(out_dir, "caf", cfg)
+    run_info = {"data": manifest["data"], "pairs": coupling, "init_from": init_from}
+    return train_caf(cfg, model_cfg, pairs, out_dir, run_info=run_info, device=device, init_weights=init,
+                     progress=progress)
 
 
 def load_caf(run_dir: str | Path, device: torch.device | str = "cpu") -> CAFModel:

@@ -19,7 +19,7 @@ r = t. Sampling: N uniform jumps z_{k+1} = z_k + (t_{k+1} - t_k) u(z_k, t_k, t_{
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -27,10 +27,12 @@ from torch import Tensor, nn
 
 import bezier_kernels as bk
 
-from ..config import ModelConfig
+from ..config import DataConfig, ModelConfig
 from ..config.baselines import MeanFlowConfig
+from ..data import IndependentPairs, resolve_pair
 from ..models import VelocityMLP, resolve_model
 from ..samplers import uniform_times
+from ..stages import record_config
 from ..train import TrainResult
 from .loop import fit, load_baseline
 
@@ -109,6 +111,15 @@ def train_meanflow(cfg: MeanFlowConfig, model_cfg: ModelConfig, pairs, run_dir: 
         return meanflow_loss(u, target, cfg.weight_power, cfg.weight_eps)
 
     return fit(train, model, loss, run_dir, run_info=run_info, progress=progress, stop_after=stop_after)
+
+
+def meanflow_stage(cfg: MeanFlowConfig, data: DataConfig, model_cfg: ModelConfig, seed: int, out_dir: str,
+                   device: str = "cpu", progress: bool = True) -> TrainResult:
+    """The comparison's MeanFlow stage: from scratch on independent pairs of `data`, training seed `seed`."""
+    cfg = replace(cfg, train=replace(cfg.train, seed=seed))
+    record_config(out_dir, STAGE, cfg)
+    return train_meanflow(cfg, model_cfg, IndependentPairs(*resolve_pair(data)), out_dir, device=device,
+                          progress=progress, run_info={"data": asdict(data)})
 
 
 @torch.no_grad()

@@ -87,7 +87,7 @@ def method_costs(cfg: CompareConfig, plan: SeedPlan, ledger: dict) -> dict[str, 
         def total(key: str, product: Product | None = None) -> float:
             return sum(ledger[n][key] for n in required if product is None or products[n] is product)
 
-        costs[method.name] = {"reflows": max(method.teacher_levels) - 1,
+        costs[method.name] = {"reflows": max(method.teacher_levels, default=1) - 1,
                               "teacher_evaluations": total("teacher_evaluations"),
                               "teacher_steps": total("train_steps", Product.TEACHER),
                               "student_steps": total("train_steps", Product.STUDENT),
