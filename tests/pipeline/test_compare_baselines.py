@@ -92,3 +92,18 @@ def test_bad_baseline_configs_name_the_field():
         load_stage("compare", {"compare": {"baselines": {"rfpp": {"train": {"target": "endpoint"}}}}})
     with pytest.raises(ConfigError, match=r"'compare.methods\[0\].kind'"):
         load_stage("compare", {"compare": {"methods": [{"name": "x", "kind": "consistency"}]}})
+
+
+def test_the_default_and_demo_methods_include_the_baselines():
+    from pathlib import Path
+
+    from bezier_distill.config import default_methods, read_file
+
+    root = Path(__file__).resolve().parents[2]
+    kinds = {m.kind for m in default_methods()}
+    assert {"rfpp", "caf", "meanflow"} <= kinds
+    demo = load_stage("compare", read_file(root / "configs" / "demo.yaml"))
+    assert {"rfpp", "caf", "meanflow", "reflow", "bezier"} == {m.kind for m in demo.methods}
+    assert len(demo.methods) < len(default_methods())
+    pilot = load_stage("compare", read_file(root / "configs" / "results" / "pilot-grid25.yaml"))
+    assert pilot.data.target == "grid25" and {m.kind for m in pilot.methods} >= {"rfpp", "caf", "meanflow"}
