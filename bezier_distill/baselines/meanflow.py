@@ -81,9 +81,19 @@ def sample_times(cfg: MeanFlowConfig, n: int, generator: torch.Generator) -> tup
 
 def meanflow_target(model: nn.Module, z: Tensor, s: Tensor, t: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     """(u(z, s, t), the identity's target v + (t - s) du/ds, detached) for z, v [B, D] and s, t [B].
-    u keeps its graph to the parameters; du/ds is the JVP of u with tangents (v, 1, 0)."""
-    u, du_ds = torch.func.jvp(model, (z, s, t), (v, torch.ones_like(s), torch.zeros_like(t)))
-    return u, (v + (t - s)[:, None] * du_ds).detach()
+
+    u keeps its graph to the parameters; du/ds is the JVP of u with tangents (v, 1, 0), computed (without a
+    graph) only for the samples with t > s: where t = s the target is v whatever du/ds is.
+    """
+    u = model(z, s, t)
+    target = v.detach().clone()
+    mean = t > s
+    if bool(mean.any()):
+        with torch.no_grad():
+            _, du_ds = torch.func.jvp(model, (z[mean], s[mean], t[mean]),
+                                      (v[mean], torch.ones_like(s[mean]), torch.zeros_like(t[mean])))
+        target[mean] += (t - s)[mean][:, None] * du_ds
+    return u, target.detach()
 
 
 def meanflow_loss(u: Tensor, target: Tensor, power: float, eps: float) -> Tensor:
