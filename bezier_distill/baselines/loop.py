@@ -28,12 +28,11 @@ Loss = Callable[[nn.Module, int, torch.Generator], Tensor]
 
 
 def fit(cfg: TrainConfig, model: nn.Module, loss: Loss, run_dir: str | Path, *, run_info: dict, pairs=None,
-        on_step: Callable[[nn.Module, nn.Module, int], None] | None = None, progress: bool = True,
-        stop_after: int | None = None) -> TrainResult:
+        progress: bool = True, stop_after: int | None = None) -> TrainResult:
     """Trains (or resumes from run_dir's checkpoint) `model` for cfg.steps steps of loss(model, step, generator).
 
-    pairs: the data.StoredPairs the loss draws from (its order is checkpointed), or None. on_step(model,
-    ema, step) runs before each step (e.g. a phase switch). Returns the final and EMA networks.
+    pairs: the data.StoredPairs the loss draws from (its order is checkpointed), or None. stop_after=k returns
+    after k steps without saving, as a kill would. Returns the final and EMA networks.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -51,8 +50,6 @@ def fit(cfg: TrainConfig, model: nn.Module, loss: Loss, run_dir: str | Path, *, 
     bar = tqdm(total=cfg.steps, initial=step, unit="step", desc=run_info["stage"], disable=not progress,
                dynamic_ncols=True)
     while step < cfg.steps and (stop_after is None or step < stop_after):
-        if on_step is not None:
-            on_step(model, ema, step)
         value = loss(model, step, seeded_generator(cfg.seed, step))
         grad_norm = optimizer_step(cfg, value, model, ema, optimizer, step)
         step += 1

@@ -176,3 +176,17 @@ def test_rfpp_learns_the_gaussian_map_in_one_step_with_its_recipe(tmp_path):
     c = 0.00054 * math.sqrt(2)
     assert float(bk.bezier_distill_loss(pred, x0, x1, torch.zeros(1), loss="pseudo_huber")) == pytest.approx(
         math.sqrt(25 + c * c) - c, rel=1e-6)
+
+
+def test_a_killed_baseline_run_resumes_to_the_same_weights(tmp_path):
+    """The shared loop (here under MeanFlow): killed after 17 steps (last checkpoint at 10) and rerun, it ends
+    with the weights of an uninterrupted run, bit for bit."""
+    small = ModelConfig(width=16, depth=1, time_features=8)
+    cfg = MeanFlowConfig(train=tiny_train(steps=30, batch_size=32, checkpoint_every=10, log_every=5))
+    whole = meanflow.train_meanflow(cfg, small, gaussian_pairs(), tmp_path / "whole", run_info={}, progress=False)
+    meanflow.train_meanflow(cfg, small, gaussian_pairs(), tmp_path / "cut", run_info={}, progress=False, stop_after=17)
+    resumed = meanflow.train_meanflow(cfg, small, gaussian_pairs(), tmp_path / "cut", run_info={}, progress=False)
+    assert resumed.step == 30
+    for name, weight in whole.ema.state_dict().items():
+        assert torch.equal(weight, resumed.ema.state_dict()[name]), name
+    assert [e["loss"] for e in resumed.log] == [e["loss"] for e in whole.log]
