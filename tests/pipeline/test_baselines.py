@@ -81,6 +81,15 @@ def test_the_meanflow_identity_holds_for_the_exact_average_velocity_of_a_curved_
     assert not torch.allclose(v - (t - s)[:, None] * du_ds, u, atol=1e-3)
 
 
+@pytest.mark.parametrize("steps", [1, 2, 5])
+def test_the_meanflow_sampler_is_exact_for_the_exact_average_velocity(steps):
+    x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    x1, states = meanflow.sample_meanflow(gaussian_average_velocity, x0, steps, record=True)
+    assert torch.allclose(x1, gaussian_map(x0), atol=1e-12) and states.shape == (64, steps + 1, 2)
+    if steps == 2:  # the middle state is the flow's z_(1/2) = m / 2 + sigma_(1/2) x0
+        assert torch.allclose(states[:, 1], MEAN.double() / 2 + math.sqrt(0.25 + 0.25 * SIGMA ** 2) * x0)
+
+
 def test_meanflow_times_have_the_papers_ratio_and_order():
     cfg = MeanFlowConfig(mean_ratio=0.25)
     s, t = meanflow.sample_times(cfg, 20000, torch.Generator().manual_seed(1))
