@@ -56,8 +56,10 @@ def _sample_grid(cfg: CompareConfig, seed_dir: Path, path: Path, image_shape) ->
         if row["kind"] != Family.REFERENCE:
             column = _column(row)
             grid[row["model"]][columns.index(column)] = samples[str(i)]
+    own = " (CAF, MeanFlow: own)" if any(row["sampler"] in ("caf", "meanflow") for row in rows) else ""
     titles = ["1 step" if steps == 1 else f"{steps} steps, Bezier re-entry" if sampler == "bezier"
-              else f"{steps} {SAMPLER_TITLES[sampler]} steps" for sampler, steps in columns]
+              else f"{steps} {SAMPLER_TITLES[sampler]} steps" + (own if sampler == "euler" else "")
+              for sampler, steps in columns]
     plot_sample_grid(list(grid.items()), titles, samples["reference"], path, image_shape)
 
 
