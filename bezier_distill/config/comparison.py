@@ -135,8 +135,9 @@ def _small_model() -> ModelConfig:
 class CompareConfig:
     """`compare`: teachers, couplings, guides and students of every method, for every seed, then metrics.
 
-    The defaults are the demo (`make demo`): normal -> two moons, small networks and short training,
-    every method, three seeds. Every train config's seed and the generation seed are replaced per run seed.
+    The defaults are the demo (`make demo`): normal -> two moons, small networks and short training, three
+    seeds, every method (the demo itself names a shorter list in configs/demo.yaml, to stay under 5 minutes).
+    Every train config's seed and the generation seed are replaced per run seed.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
