@@ -29,10 +29,10 @@ $(VENV)/.built: $(VENV)/.deps setup.py $(CSRC)
 setup: $(VENV)/.built
 
 # The main job: Bezier distillation against k-RF distillation on a 2-D pair with the embedded defaults
-# (bezier_distill.config.CompareConfig), 3 seeds; prints the table and where the figures are. Rerunning
-# resumes (a finished run just prints its table again).
+# (bezier_distill.config.CompareConfig), 3 seeds, and the shorter methods list of configs/demo.yaml (with the
+# baselines); prints the table and where the figures are. Rerunning resumes (a finished run just prints its table again).
 demo: setup
-	$(PY) -m bezier_distill compare --out runs/demo
+	$(PY) -m bezier_distill compare --config configs/demo.yaml --out runs/demo
 
 # The CUDA library is left out here: check-cuda compiles those sources (with stricter checks).
 ctest:

@@ -3,6 +3,7 @@
 Distributions by name (every sample is a float32 CPU tensor [n, *F], F the feature shape):
     normal, normal:D      standard normal; plain "normal" takes the feature shape of the other side
     8gaussians            eight Gaussians on a circle of radius 2 (2-D)
+    grid25                25 narrow Gaussians (std 0.05) on the 5x5 grid {-2, -1, 0, 1, 2}^2 (2-D): the harder pair
     moons                 two interleaved half circles (2-D)
     checkerboard          eight squares of a 4x4 board on [-2, 2]^2 (2-D)
     rings                 three concentric rings (2-D)
@@ -44,15 +45,26 @@ def seeded_generator(*keys: int) -> torch.Generator:
 
 
 @dataclass(frozen=True)
+class Mixture:
+    """A Gaussian mixture with one isotropic std: means [K, D], weights [K] (summing to 1)."""
+
+    means: Tensor
+    std: float
+    weights: Tensor
+
+
+@dataclass(frozen=True)
 class Distribution:
     """A named distribution over tensors of feature shape `shape` (dim = their number of entries); image_shape
-    is set for data that are images ((H, W) or (C, H, W), for figures)."""
+    is set for data that are images ((H, W) or (C, H, W), for figures), mixture for the Gaussian mixtures
+    (their exact density: bezier_distill.evaluation.density)."""
 
     name: str
     dim: int
     sampler: Sampler
     image_shape: tuple[int, ...] | None = None
     shape: tuple[int, ...] | None = None  # None: vectors (dim,)
+    mixture: Mixture | None = None
 
     @property
     def features(self) -> tuple[int, ...]:
@@ -98,14 +110,27 @@ def _rings(n: int, gen: torch.Generator) -> Tensor:
     return circle + 0.08 * torch.randn(n, 2, generator=gen)
 
 
+# name -> (centers, std) of the equal-weight Gaussian mixtures
+_MIXTURES: dict[str, tuple[list[tuple[float, float]], float]] = {
+    "8gaussians": ([(2 * math.cos(k * math.pi / 4), 2 * math.sin(k * math.pi / 4)) for k in range(8)], 0.2),
+    "grid25": ([(float(i), float(j)) for i in range(-2, 3) for j in range(-2, 3)], 0.05),
+    "gmm_left": ([(-2.0, -1.5), (-2.0, 0.0), (-2.0, 1.5)], 0.3),
+    "gmm_right": ([(2.0, -1.0), (2.0, 1.0)], 0.3),
+}
 _TOYS: dict[str, Sampler] = {
-    "8gaussians": _mixture([(2 * math.cos(k * math.pi / 4), 2 * math.sin(k * math.pi / 4)) for k in range(8)], 0.2),
+    **{name: _mixture(centers, std) for name, (centers, std) in _MIXTURES.items()},
     "moons": _moons,
     "checkerboard": _checkerboard,
     "rings": _rings,
-    "gmm_left": _mixture([(-2.0, -1.5), (-2.0, 0.0), (-2.0, 1.5)], 0.3),
-    "gmm_right": _mixture([(2.0, -1.0), (2.0, 1.0)], 0.3),
 }
+
+
+def _mixture_of(name: str) -> Mixture | None:
+    if name not in _MIXTURES:
+        return None
+    centers, std = _MIXTURES[name]
+    return Mixture(torch.tensor(centers, dtype=torch.float64), std, torch.full((len(centers),), 1 / len(centers),
+                                                                              dtype=torch.float64))
 
 
 # ---------------------------------------------------------------- digits
@@ -206,7 +231,7 @@ def get_distribution(name: str, dim: int | None = None, shape: tuple[int, ...] |
         raise ValueError(problem)
     base, _, arg = name.partition(":")
     if base in _TOYS:
-        return Distribution(name, 2, _TOYS[base])
+        return Distribution(name, 2, _TOYS[base], mixture=_mixture_of(base))
     if base == "normal":
         features = (int(arg),) if arg else tuple(shape) if shape else (dim,) if dim else None
         if features is None:

@@ -66,6 +66,19 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         average.lerp_(weight, 1.0 - decay)
 
 
+def optimizer_step(cfg: TrainConfig, loss: Tensor, model: torch.nn.Module, ema: torch.nn.Module,
+                   optimizer: torch.optim.Optimizer, step: int) -> Tensor:
+    """Backward of loss, gradient clipping, the step's learning rate, the update and the EMA; the gradient norm."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(cfg, step)
+    optimizer.step()
+    update_ema(ema, model, ema_decay(cfg, step))
+    return grad_norm
+
+
 def read_log(run_dir: str | Path, up_to_step: int | None = None) -> list[dict]:
     """The entries of run_dir/log.jsonl (up to a step); a line cut short by a kill is dropped."""
     path = Path(run_dir) / LOG
@@ -154,15 +167,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path, 
             pred = net(xt, t)
         loss = bk.bezier_distill_loss(pred.float(), x0, x1, t, guides, target=cfg.target, loss=cfg.loss,
                                       huber_c=cfg.huber_c, backend=cfg.backend)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
-
-        # update, EMA
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step)
-        optimizer.step()
-        update_ema(ema, model, ema_decay(cfg, step))
+        grad_norm = optimizer_step(cfg, loss, model, ema, optimizer, step)
         step += 1
         sums += torch.stack([loss.detach(), grad_norm.detach()]).double()
         interval["steps"] += 1

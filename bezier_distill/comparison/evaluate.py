@@ -2,9 +2,11 @@
 
 Every teacher is sampled at evaluate.steps (Euler) and at the many-step reference; every student
 at evaluate.steps (Bezier students at N >= 2 both re-entering their Bezier path and, as the
-pipeline's plain Euler sampler does, the line), all from the same x0, and each sample is measured
-against fresh target samples (bezier_distill.evaluation.metrics; the digits also by a Frechet
-distance in a classifier's features).
+pipeline's plain Euler sampler does, the line; CAF and MeanFlow by their own samplers), all from
+the same x0, and each sample is measured against fresh target samples (bezier_distill.evaluation:
+metrics; k-NN precision and recall, in the data space or, for the digits, in a classifier's features;
+for targets of known structure the mean log-density, support and mode coverage; the digits also by
+a Frechet distance in the classifier's features).
 """
 from __future__ import annotations
 
@@ -16,11 +18,15 @@ import torch
 from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
+from ..baselines.caf import load_caf, sample_caf
+from ..baselines.meanflow import load_meanflow, sample_meanflow
 from ..checkpoint import load_model
 from ..config import CompareConfig
 from ..data import resolve_pair, seeded_generator
 from ..evaluation import metrics
 from ..evaluation.classifier import digits_frechet_distance
+from ..evaluation.density import structure_metrics, structure_of
+from ..evaluation.precision_recall import precision_recall
 from ..files import atomic_write, read_json, write_json
 from ..samplers import evaluations, sample_on_bezier, solve_ode, uniform_times
 from . import layout
@@ -65,9 +71,12 @@ def sampling_jobs(cfg: CompareConfig, plan: SeedPlan) -> list[Job]:
         jobs += [Job(name, Family.TEACHER, teacher, Sampler.EULER, n, teacher=name) for n in steps]
         jobs.append(Job(name, Family.TEACHER, teacher, Sampler(evaluate.reference_method), evaluate.reference_steps))
     for method in cfg.methods:
-        runs, family = plan.methods[method.name], Family(method.kind)
-        student, teacher = paths[runs.student], layout.teacher_model(teacher_of(method))
+        runs, family, k = plan.methods[method.name], Family(method.kind), teacher_of(method)
+        student, teacher = paths[runs.student], None if k is None else layout.teacher_model(k)
         for n in steps:
+            if family in (Family.CAF, Family.MEANFLOW):
+                jobs.append(Job(method.name, family, student, Sampler(family.value), n, teacher=teacher))
+                continue
             if n == 1:
                 jobs.append(Job(method.name, family, student, Sampler.ONE_STEP, 1, teacher=teacher))
                 continue
@@ -86,13 +95,20 @@ def draw_rows(cfg: CompareConfig, plan: SeedPlan, x0: torch.Tensor, target_sampl
             Row("target", Family.REFERENCE, Sampler.NONE, 0, 0, target_sample)]
     for job in tqdm(sampling_jobs(cfg, plan), desc="sampling", unit="model", disable=not progress,
                     dynamic_ncols=True):
-        model, _ = load_model(job.run, device)
         start = x0.to(device)
-        if job.sampler is Sampler.BEZIER:
+        if job.sampler is Sampler.CAF:  # the velocity model once, then one acceleration evaluation per step
+            samples, states = sample_caf(load_caf(job.run, device), start, job.steps, record=job.steps > 1)
+            nfe = job.steps + 1
+        elif job.sampler is Sampler.MEANFLOW:
+            samples, states = sample_meanflow(load_meanflow(job.run, device), start, job.steps, record=job.steps > 1)
+            nfe = job.steps
+        elif job.sampler is Sampler.BEZIER:
+            model, _ = load_model(job.run, device)
             guide_map, _ = load_model(job.guide_map, device)
             samples, states = sample_on_bezier(model, start, job.steps, guide_map, job.degree, record=True)
             nfe = job.steps + 1
         else:
+            model, _ = load_model(job.run, device)
             method = "heun" if job.sampler is Sampler.HEUN else "euler"
             samples, states = solve_ode(model, start, uniform_times(job.steps), method, record=job.steps > 1)
             nfe = evaluations(method, job.steps)
@@ -104,8 +120,12 @@ def draw_rows(cfg: CompareConfig, plan: SeedPlan, x0: torch.Tensor, target_sampl
 def measure_rows(rows: list[Row], reference: torch.Tensor, cfg: CompareConfig, seed: int, classifier, progress: bool):
     """Fills each row's metrics against the reference target sample [n, D], and a student's (or a teacher's
     few-step) gap to its teacher: mean over the shared x0 of |x - x_teacher|^2, the teacher sampled with
-    the reference steps."""
+    the reference steps. Precision and recall (k = 3) in the classifier's features when there is one, else
+    in the data space; log-density, support and mode coverage when the target's structure is known."""
     evaluate = cfg.evaluate
+    structure = structure_of(resolve_pair(cfg.data)[1])
+    features = (lambda x: x) if classifier is None else classifier.features
+    reference_features = features(reference)
     directions = metrics.random_directions(evaluate.projections, reference.shape[1],
                                            seeded_generator(evaluate.seed, seed, 2))
     w2 = evaluate.w2_samples
@@ -118,6 +138,9 @@ def measure_rows(rows: list[Row], reference: torch.Tensor, cfg: CompareConfig, s
                   "mmd": metrics.mmd_rbf(x, reference),
                   "sliced_w2": metrics.sliced_wasserstein2(x, reference, directions=directions),
                   "w2": metrics.wasserstein2(x[:w2], reference[:w2])}
+        values["precision"], values["recall"] = precision_recall(reference_features, features(x))
+        if structure is not None:
+            values.update(structure_metrics(x, structure))
         if row.teacher is not None:
             values["teacher_gap"] = float((x.double() - references[row.teacher].double()).square().sum(1).mean())
         if row.states is not None:

@@ -15,6 +15,7 @@ import torch
 import bezier_kernels as bk
 
 from .. import store
+from ..baselines.caf import ACCELERATION, VELOCITY
 from ..checkpoint import load_model
 from ..config import CompareConfig
 from ..data import resolve_pair
@@ -27,6 +28,13 @@ from .evaluate import load_samples
 from .plan import Family, SeedPlan, teacher_of
 
 SAMPLER_TITLES = {"euler": "Euler", "heun": "Heun"}
+LOSS_GROUPS = {"reflow": "k-RF students", "bezier": "Bezier students"}  # every other kind: "baselines"
+
+
+def _column(row: dict) -> tuple[str, int]:
+    """The sample grid's column of a row: a model's own N-step sampler shares the Euler column."""
+    own = row["sampler"] in ("one step", "caf", "meanflow")
+    return ("euler" if own else row["sampler"], row["steps"])
 
 
 def _sample_grid(cfg: CompareConfig, seed_dir: Path, path: Path, image_shape) -> None:
@@ -37,7 +45,7 @@ def _sample_grid(cfg: CompareConfig, seed_dir: Path, path: Path, image_shape) ->
     for row in rows:
         if row["kind"] == Family.REFERENCE:
             continue
-        column = ("euler" if row["sampler"] == "one step" else row["sampler"], row["steps"])
+        column = _column(row)
         if column not in columns:
             columns.append(column)
         if row["model"] not in models:
@@ -46,10 +54,12 @@ def _sample_grid(cfg: CompareConfig, seed_dir: Path, path: Path, image_shape) ->
     grid = {name: [None] * len(columns) for name in models}
     for i, row in enumerate(rows):
         if row["kind"] != Family.REFERENCE:
-            column = ("euler" if row["sampler"] == "one step" else row["sampler"], row["steps"])
+            column = _column(row)
             grid[row["model"]][columns.index(column)] = samples[str(i)]
+    own = " (CAF, MeanFlow: own)" if any(row["sampler"] in ("caf", "meanflow") for row in rows) else ""
     titles = ["1 step" if steps == 1 else f"{steps} steps, Bezier re-entry" if sampler == "bezier"
-              else f"{steps} {SAMPLER_TITLES[sampler]} steps" for sampler, steps in columns]
+              else f"{steps} {SAMPLER_TITLES[sampler]} steps" + (own if sampler == "euler" else "")
+              for sampler, steps in columns]
     plot_sample_grid(list(grid.items()), titles, samples["reference"], path, image_shape)
 
 
@@ -58,6 +68,8 @@ def _trajectory_panels(cfg: CompareConfig, plan: SeedPlan, device: str) -> list[
     paths = cfg.evaluate.figure_paths
     for method in cfg.methods:
         runs = plan.methods[method.name]
+        if method.kind in ("caf", "meanflow"):  # no velocity network on a stored path to draw
+            continue
         _, tensors = store.load(plan.paths[runs.data])
         x0, x1 = tensors["x0"][:paths], tensors["x1"][:paths]
         guides = tensors["guides"][:paths] if "guides" in tensors else None
@@ -79,13 +91,17 @@ def _trajectory_panels(cfg: CompareConfig, plan: SeedPlan, device: str) -> list[
 
 
 def _loss_groups(cfg: CompareConfig, plan: SeedPlan) -> dict:
-    groups = {"teachers": {}, "k-RF students": {}, "Bezier students": {}, "guide maps": {}}
+    groups = {"teachers": {}, "k-RF students": {}, "Bezier students": {}, "baselines": {}, "guide maps": {}}
     for k in range(1, plan.levels + 1):
         groups["teachers"][f"{k}-RF"] = read_log(plan.paths[layout.teacher_run(k)])
     for method in cfg.methods:
         runs = plan.methods[method.name]
-        group = "k-RF students" if method.kind == "reflow" else "Bezier students"
-        groups[group][method.name] = read_log(plan.paths[runs.student])
+        group = groups[LOSS_GROUPS.get(method.kind, "baselines")]
+        if method.kind == "caf":  # its two networks, each in a run of its own
+            for part in (VELOCITY, ACCELERATION):
+                group[f"{method.name} {part}"] = read_log(Path(plan.paths[runs.student]) / part)
+        else:
+            group[method.name] = read_log(plan.paths[runs.student])
         if runs.guide_map:
             groups["guide maps"][method.name] = read_log(plan.paths[runs.guide_map])
     return {title: {name: [(e["step"], e["loss"]) for e in log] for name, log in runs.items()}

@@ -2,7 +2,8 @@
 
 A Stage makes one Product (a teacher, a coupling, guides, a student or a guide map) into its run
 directory (comparison.layout names them) and lists the stages it needs; a MethodRuns names, for
-one compared method, the data it trains on, its student and its guide map.
+one compared method, the data it trains on, its student and its guide map. A baseline's "student"
+is its trained network(s): 2-RF++ by the distill stage, CAF and MeanFlow by bezier_distill.baselines.
 """
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from pathlib import Path
 from typing import Callable
 
 from .. import stages, store
+from ..baselines.caf import caf_stage
+from ..baselines.meanflow import meanflow_stage
+from ..baselines.rfpp import rfpp_distill_config
 from ..config import (
     CompareConfig,
     DistillConfig,
@@ -52,16 +56,22 @@ class Family(Choice):
     TEACHER = "teacher"
     REFLOW = "reflow"              # k-RF distillation
     BEZIER = "bezier"              # Bezier distillation
+    RFPP = "rfpp"                  # 2-RF++
+    CAF = "caf"                    # Constant Acceleration Flow
+    MEANFLOW = "meanflow"          # MeanFlow
 
 
 class Sampler(Choice):
-    """How a model is sampled (samplers.solve_ode, or sample_on_bezier for BEZIER)."""
+    """How a model is sampled (samplers.solve_ode, sample_on_bezier for BEZIER, the baselines' own for CAF and
+    MEANFLOW)."""
 
     NONE = "-"                     # a reference sample
     EULER = "euler"                # for a student at N >= 2 steps: re-entering the line
     HEUN = "heun"
     ONE_STEP = "one step"          # a student's single Euler step from t = 0
     BEZIER = "bezier"              # a Bezier student re-entering its own path with its guide map
+    CAF = "caf"                    # CAF: initial velocity once, then constant-acceleration steps
+    MEANFLOW = "meanflow"          # MeanFlow: jumps by the average velocity over each step
 
 
 @dataclass
@@ -78,7 +88,7 @@ class Stage:
 class MethodRuns:
     """The directory names of one method's data, student and (Bezier students) guide map."""
 
-    data: str
+    data: str | None               # None: MeanFlow trains on fresh independent pairs
     student: str
     guide_map: str | None
 
@@ -98,10 +108,13 @@ def generation_seed(seed: int, name: str) -> int:
     return derive_seed(seed, zlib.crc32(name.encode())) % 2**31
 
 
-def teacher_of(method: MethodConfig) -> int:
-    """k of the teacher whose ODE end is the method's x1 (its student starts from that teacher's weights)."""
-    if method.kind == "reflow":
+def teacher_of(method: MethodConfig) -> int | None:
+    """k of the teacher whose ODE end is the method's x1 (its student starts from that teacher's weights);
+    None for MeanFlow, which has no teacher."""
+    if method.kind in ("reflow", "rfpp", "caf"):
         return method.reflows
+    if method.kind == "meanflow":
+        return None
     if method.maker == "multi_teacher":
         return method.endpoint or method.teachers[-1]
     return method.teachers[0]
@@ -120,7 +133,7 @@ def plan_seed(cfg: CompareConfig, seed: int, seed_dir: Path, device: str, progre
     def generate(name: str):
         return replace(cfg.generate, seed=generation_seed(seed, name))
 
-    levels = max(k for m in cfg.methods for k in m.teacher_levels)
+    levels = max((k for m in cfg.methods for k in m.teacher_levels), default=1)
     teacher_needs: dict[int, list[str]] = {1: []}
     add(layout.teacher_run(1), Product.TEACHER, partial(stages.train_teacher, TeacherConfig(
         data=cfg.data, model=cfg.model, train=replace(cfg.teacher, seed=seed))), [])
@@ -134,7 +147,13 @@ def plan_seed(cfg: CompareConfig, seed: int, seed_dir: Path, device: str, progre
     for index, method in enumerate(cfg.methods):
         needs = sorted({n for k in method.teacher_levels for n in teacher_needs[k] + [layout.teacher_run(k)]})
         slug = layout.method_slug(method, index)
-        if method.kind == "reflow":
+        student = layout.student_run(slug)
+        if method.kind == "meanflow":
+            add(student, Product.STUDENT, partial(meanflow_stage, cfg.baselines.meanflow, cfg.data, cfg.model, seed),
+                [])
+            methods[method.name] = MethodRuns(None, student, None)
+            continue
+        if method.kind in ("reflow", "rfpp", "caf"):
             data, product = layout.coupling_data(method.reflows), Product.COUPLING
             guides = GuidesConfig(method="fit", teachers=[path[layout.teacher_run(method.reflows)]], degree=1,
                                   generate=generate(data))
@@ -146,11 +165,17 @@ def plan_seed(cfg: CompareConfig, seed: int, seed_dir: Path, device: str, progre
                                   endpoint_teacher=endpoint)
         if data not in path:
             add(data, product, partial(stages.make_guides, guides), needs)
-        student = layout.student_run(slug)
-        init = path[layout.teacher_run(teacher_of(method))] if cfg.init_students else ""
-        distill = DistillConfig(pairs=path[data], model=cfg.model, train=replace(cfg.student, seed=seed),
-                                init_from=init)
-        add(student, Product.STUDENT, partial(stages.distill, distill), needs + [data])
+        teacher = path[layout.teacher_run(teacher_of(method))]
+        init = teacher if cfg.init_students else ""
+        if method.kind == "caf":
+            run = partial(caf_stage, cfg.baselines.caf, path[data], cfg.model, seed, init)
+        else:
+            distill = (rfpp_distill_config(cfg.baselines.rfpp, path[data], cfg.model, seed, teacher)
+                       if method.kind == "rfpp" else
+                       DistillConfig(pairs=path[data], model=cfg.model, train=replace(cfg.student, seed=seed),
+                                     init_from=init))
+            run = partial(stages.distill, distill)
+        add(student, Product.STUDENT, run, needs + [data])
         guide_map = None
         if method.kind == "bezier" and cfg.student.target == "endpoint":
             guide_map = layout.guide_map_run(slug)

@@ -19,8 +19,13 @@ from .layout import RESULTS_JSON, RESULTS_MD
 
 # metric key in results.json -> column title
 METRICS = {"energy_distance": "energy dist.", "mmd": "MMD²", "sliced_w2": "sliced W2", "w2": "W2",
-           "frechet": "FD (classifier)", "teacher_gap": "gap to teacher", "straightness": "straightness"}
-SAMPLERS = {"-": "-", "one step": "one step", "euler": "Euler", "heun": "Heun", "bezier": "Bezier re-entry"}
+           "frechet": "FD (classifier)", "log_density": "log p", "in_support": "in support",
+           "mode_coverage": "modes covered", "mode_tv": "mode TV", "precision": "precision", "recall": "recall",
+           "teacher_gap": "gap to teacher", "straightness": "straightness"}
+SAMPLERS = {"-": "-", "one step": "one step", "euler": "Euler", "heun": "Heun", "bezier": "Bezier re-entry",
+            "caf": "CAF", "meanflow": "MeanFlow jumps"}
+# the sampler of a method's headline row, in order of preference: each model's own path
+HEADLINE_SAMPLERS = ("one step", "bezier", "caf", "meanflow", "euler")
 
 
 def number(stat: dict | None, digits: int = 3) -> str:
@@ -49,7 +54,7 @@ def table(header: list[str], lines: list[list[str]]) -> str:
 def headline_row(results: dict, method: str, steps: int) -> dict | None:
     """The student row of `method` at `steps`: its own path's sampler (Bezier re-entry for Bezier students)."""
     rows = [r for r in results["rows"] if r["model"] == method and r["steps"] == steps]
-    for sampler in ("one step", "bezier", "euler"):
+    for sampler in HEADLINE_SAMPLERS:
         for row in rows:
             if row["sampler"] == sampler:
                 return row
@@ -62,17 +67,26 @@ def render_markdown(results: dict) -> str:
     evaluate = results["config"]["evaluate"]
     shown = [m for m in METRICS if any(m in r["metrics"] for r in results["rows"])]
     steps = sorted(set(evaluate["steps"]))
-    lines = [f"# Bezier distillation vs k-RF distillation: {data['source']} -> {data['target']} ({data['dim']}-D)", "",
+    lines = [f"# Bezier distillation vs k-RF distillation and baselines: {data['source']} -> {data['target']} "
+             f"({data['dim']}-D)", "",
              f"Mean ± standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))}). Every model is "
              f"sampled from the same {evaluate['num_samples']} source points per seed and measured against "
              f"{evaluate['num_samples']} fresh target samples (exact W2 on the first {evaluate['w2_samples']}; "
              f"sliced W2 over {evaluate['projections']} directions). Energy distance and MMD² (Gaussian kernel, "
              "median-heuristic bandwidth) are unbiased estimates: about 0 for a perfect sampler, see the `target` "
-             "row for the noise floor of each metric."]
+             "row for the noise floor of each metric. Precision and recall: the fraction of samples inside the "
+             "target sample's 3-nearest-neighbour balls, and of target points inside the samples' (Kynkäänniemi et "
+             "al. 2019), in the classifier's features for images."]
+    if any("mode_tv" in r["metrics"] for r in results["rows"]):
+        lines += ["", "Known target structure: log p is the mean exact log-density of the samples under the target "
+                      "mixture; in support the fraction of samples within a mode's 99.9% ball (mixtures) or on the "
+                      "board's squares (checkerboard); modes covered the fraction of modes with a sample in their "
+                      "support; mode TV the total-variation error of the modes' sample fractions."]
     if results.get("classifier"):
         lines += ["", f"FD: Frechet distance in the features of a digits classifier with held-out accuracy "
                       f"{100 * results['classifier']['accuracy']:.1f}%."]
-    headline_metrics = [m for m in ("energy_distance", "w2", "frechet", "teacher_gap") if m in shown]
+    headline_metrics = [m for m in ("energy_distance", "w2", "frechet", "log_density", "in_support", "recall",
+                                    "teacher_gap") if m in shown]
     header = ["method", "reflows", "path degree"] + [f"{METRICS[m]}, {s} step{'s' if s > 1 else ''}"
                                                       for m in headline_metrics for s in steps]
     body = []
@@ -86,7 +100,9 @@ def render_markdown(results: dict) -> str:
         body.append(cells)
     lines += ["", "## Students at one and two steps", "",
               "Each student sampled on the path it was trained on: the line for k-RF students, the Bezier path "
-              "(re-entered with its guide map) for Bezier students.", "", table(header, body)]
+              "(re-entered with its guide map) for Bezier students; the baselines by their own samplers (2-RF++: "
+              "Euler steps; CAF: its initial velocity, then constant-acceleration steps, N + 1 evaluations; "
+              "MeanFlow: jumps by the average velocity over each step).", "", table(header, body)]
 
     header = ["model", "sampler", "steps", "NFE"] + [METRICS[m] for m in shown]
     body = [[r["model"], sampler_name(r), str(r["steps"]), str(r["nfe"])] +

@@ -90,7 +90,7 @@ def method_costs(cfg: CompareConfig, plan: SeedPlan, ledger: dict) -> dict[str, 
         runs = plan.methods[method.name]
         required = set(needs[runs.student]) | set(needs[runs.guide_map] if runs.guide_map else [])
 
-        costs[method.name] = {"reflows": max(method.teacher_levels) - 1,
+        costs[method.name] = {"reflows": max(method.teacher_levels, default=1) - 1,
                               "teacher_evaluations": _total(ledger, required, products, "teacher_evaluations"),
                               "teacher_steps": _total(ledger, required, products, "train_steps", Product.TEACHER),
                               "student_steps": _total(ledger, required, products, "train_steps", Product.STUDENT),

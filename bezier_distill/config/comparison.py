@@ -7,23 +7,27 @@ from typing import Literal
 import bezier_kernels as bk
 
 from ..errors import need
+from .baselines import BaselinesConfig
 from .sections import DataConfig, GenerateConfig, ModelConfig, TrainConfig, velocity_target_problem
 from .stages import guide_time_checks
 
 
 @dataclass
 class MethodConfig:
-    """One distilled student of a comparison.
+    """One compared method: a distilled student or a few-step baseline.
 
     kind "reflow": k-RF distillation, the student trained on straight lines of the coupling of the
     k-RF teacher (k = reflows). kind "bezier": Bezier distillation on degree-n paths whose guides the
     k-RF teachers listed in `teachers` make: maker "fit" (one teacher, degree n) or "multi_teacher"
     (guide j = teacher teachers[j]'s ODE state at guide_times[j], n = len(teachers) + 1, x1 from
-    the teacher `endpoint`, 0 meaning the last of `teachers`).
+    the teacher `endpoint`, 0 meaning the last of `teachers`). The baselines (bezier_distill.baselines,
+    settings in CompareConfig.baselines): kind "rfpp", 2-RF++ on the coupling of the k-RF teacher
+    (k = reflows, 1: the paper's 2-RF++); kind "caf", Constant Acceleration Flow on that coupling;
+    kind "meanflow", MeanFlow from scratch on independent pairs (no teacher).
     """
 
     name: str = ""
-    kind: Literal["reflow", "bezier"] = "reflow"
+    kind: Literal["reflow", "bezier", "rfpp", "caf", "meanflow"] = "reflow"
     reflows: int = 1
     maker: Literal["fit", "multi_teacher"] = "fit"
     degree: int = 2                  # fit
@@ -33,15 +37,19 @@ class MethodConfig:
 
     @property
     def path_degree(self) -> int:
-        if self.kind == "reflow":
+        if self.kind in ("reflow", "rfpp", "meanflow"):
             return 1
+        if self.kind == "caf":
+            return 2
         return self.degree if self.maker == "fit" else len(self.teachers) + 1
 
     @property
     def teacher_levels(self) -> list[int]:
-        """The k of every k-RF teacher the method's data come from."""
-        if self.kind == "reflow":
+        """The k of every k-RF teacher the method's data come from (none for MeanFlow)."""
+        if self.kind in ("reflow", "rfpp", "caf"):
             return [self.reflows]
+        if self.kind == "meanflow":
+            return []
         return sorted(set(self.teachers) | ({self.endpoint} if self.endpoint else set()))
 
     def checks(self):
@@ -60,9 +68,15 @@ class MethodConfig:
                 yield from guide_time_checks(self.guide_times, len(self.teachers))
 
 
+def baseline_methods() -> list[MethodConfig]:
+    """The few-step baselines: 2-RF++ and CAF on the 1-RF teacher's coupling, MeanFlow from scratch."""
+    return [MethodConfig("2-RF++", "rfpp", reflows=1), MethodConfig("CAF (1-RF)", "caf", reflows=1),
+            MethodConfig("MeanFlow", "meanflow")]
+
+
 def default_methods() -> list[MethodConfig]:
-    """k-RF distillation for k = 1, 2, 3 and Bezier distillation of degree 2 and 3 by both guide makers,
-    on 1-RF teachers and on 2-RF teachers."""
+    """k-RF distillation for k = 1, 2, 3, Bezier distillation of degree 2 and 3 by both guide makers,
+    on 1-RF teachers and on 2-RF teachers, and the baselines."""
     methods = [MethodConfig(f"{k}-RF", "reflow", reflows=k) for k in (1, 2, 3)]
     for k in (1, 2):
         methods += [MethodConfig(f"Bezier fit n=2 ({k}-RF)", "bezier", maker="fit", degree=2, teachers=[k]),
@@ -71,7 +85,7 @@ def default_methods() -> list[MethodConfig]:
                                  guide_times=[0.5]),
                     MethodConfig(f"Bezier multi n=3 ({k}-RF)", "bezier", maker="multi_teacher", teachers=[k, k],
                                  guide_times=[1 / 3, 2 / 3])]
-    return methods
+    return methods + baseline_methods()
 
 
 @dataclass
@@ -121,8 +135,9 @@ def _small_model() -> ModelConfig:
 class CompareConfig:
     """`compare`: teachers, couplings, guides and students of every method, for every seed, then metrics.
 
-    The defaults are the demo (`make demo`): normal -> two moons, small networks and short training,
-    every method, three seeds. Every train config's seed and the generation seed are replaced per run seed.
+    The defaults are the demo (`make demo`): normal -> two moons, small networks and short training, three
+    seeds, every method (the demo itself names a shorter list in configs/demo.yaml, to stay under 5 minutes).
+    Every train config's seed and the generation seed are replaced per run seed.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -134,6 +149,7 @@ class CompareConfig:
     student: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=300, target="endpoint", time_sampling="u_shaped", checkpoint_every=300))
     init_students: bool = True       # start each student from the weights of the teacher whose ODE end is x1
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)  # settings of the rfpp, caf, meanflow kinds
     guide_map: GuideMapConfig = field(default_factory=GuideMapConfig)
     methods: list[MethodConfig] = field(default_factory=default_methods)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

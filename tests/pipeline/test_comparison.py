@@ -192,6 +192,8 @@ def test_a_digits_comparison_reports_the_classifier_frechet_distance(tmp_path, m
     assert all("frechet" in row["metrics"] for row in results["rows"])
     frechet = {row["model"]: row["metrics"]["frechet"]["mean"] for row in results["rows"] if row["steps"] <= 1}
     assert frechet["target"] < 0.2 * frechet["source"]
+    precision = {row["model"]: row["metrics"]["precision"]["mean"] for row in results["rows"] if row["steps"] == 0}
+    assert precision["target"] > 0.5 > precision["source"]  # k-NN precision in the classifier's features
     assert set(results["figures"]) == {"samples", "losses"}  # no 2-D trajectories for images
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert "FD (classifier)" in markdown and f"{100 * results['classifier']['accuracy']:.1f}%" in markdown

@@ -1,0 +1,81 @@
+"""The training loop the baselines share, and loading their networks back.
+
+Like bezier_distill.train (AdamW, linear warmup, gradient clipping, EMA, log.jsonl, checkpoints in
+bezier_distill.checkpoint's format, exact resumption: every random draw of step s comes from a
+generator seeded by (seed, s)), but the loss is the method's own: loss(model, step, generator) ->
+scalar. One process (no torchrun sharding). The checkpoint's "run" entry says which baseline the
+network is and how to build it (kind, dim, model), so `load_baseline` rebuilds it for sampling.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..checkpoint import has_checkpoint, model_weights, restore, save_checkpoint
+from ..config import TrainConfig
+from ..data import seeded_generator
+from ..files import atomic_write
+from ..train import LOG, TrainResult, learning_rate, optimizer_step, read_log
+
+Loss = Callable[[nn.Module, int, torch.Generator], Tensor]
+
+
+def fit(cfg: TrainConfig, model: nn.Module, loss: Loss, run_dir: str | Path, *, run_info: dict, pairs=None,
+        progress: bool = True, stop_after: int | None = None) -> TrainResult:
+    """Trains (or resumes from run_dir's checkpoint) `model` for cfg.steps steps of loss(model, step, generator).
+
+    pairs: the data.StoredPairs the loss draws from (its order is checkpointed), or None. stop_after=k returns
+    after k steps without saving, as a kill would. Returns the final and EMA networks.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, interval = 0, {"loss": 0.0, "grad_norm": 0.0, "steps": 0}
+    if has_checkpoint(run_dir):
+        state = restore(run_dir, model, ema, optimizer)
+        step, interval = state["step"], state["log_interval"]
+        if pairs is not None:
+            pairs.load_state_dict(state["data_order"])
+    log = read_log(run_dir, up_to_step=step)
+    atomic_write(run_dir / LOG, "".join(json.dumps(e) + "\n" for e in log))
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, unit="step", desc=run_info["stage"], disable=not progress,
+               dynamic_ncols=True)
+    while step < cfg.steps and (stop_after is None or step < stop_after):
+        value = loss(model, step, seeded_generator(cfg.seed, step))
+        grad_norm = optimizer_step(cfg, value, model, ema, optimizer, step)
+        step += 1
+        interval.update(loss=interval["loss"] + float(value.detach()), steps=interval["steps"] + 1,
+                        grad_norm=interval["grad_norm"] + float(grad_norm))
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            entry = {"step": step, "loss": interval["loss"] / interval["steps"],
+                     "grad_norm": interval["grad_norm"] / interval["steps"], "lr": learning_rate(cfg, step - 1),
+                     "time": time.time()}
+            log.append(entry)
+            with open(run_dir / LOG, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+            interval = {"loss": 0.0, "grad_norm": 0.0, "steps": 0}
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_checkpoint(run_dir, step, model, ema, optimizer,
+                            {"run": run_info, "log_interval": interval,
+                             "data_order": None if pairs is None else pairs.state_dict()})
+    bar.close()
+    return TrainResult(model, ema, step, log)
+
+
+def load_baseline(run_dir: str | Path, build: Callable[[dict], nn.Module], device: torch.device | str = "cpu",
+                  ema: bool = True) -> tuple[nn.Module, dict]:
+    """The network of a baseline run (EMA weights by default), rebuilt by build(run info), in eval mode."""
+    weights, state = model_weights(run_dir, ema)
+    model = build(state["run"])
+    model.load_state_dict(weights)
+    return model.to(device).eval().requires_grad_(False), state
