@@ -81,10 +81,15 @@ class VelocityMLP(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         time = self.time_mlp(self.time_embedding(t))
-        h = self.input(x.reshape(x.shape[0], self.dim)) + time
+        return self.trunk(self.input(x.reshape(x.shape[0], self.dim)), time).reshape(x.shape)
+
+    def trunk(self, h: Tensor, time: Tensor) -> Tensor:
+        """The residual blocks and the output layer on the embedded input h [B, width] and time [B, width]:
+        [B, dim] (for subclasses whose input or time embedding differs)."""
+        h = h + time
         for block in self.blocks:
             h = block(h, time)
-        return self.output(h).reshape(x.shape)
+        return self.output(h)
 
 
 def call_factory(factory: str, shape: Sequence[int], where: str = "model.factory") -> nn.Module:

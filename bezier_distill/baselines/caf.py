@@ -46,7 +46,7 @@ class AccelerationMLP(VelocityMLP):
         self.input = nn.Linear(2 * dim, width)
 
     def forward(self, x: Tensor, t: Tensor, v0: Tensor) -> Tensor:
-        return super().forward(torch.cat([x, v0], dim=1), t)
+        return self.trunk(self.input(torch.cat([x, v0], dim=1)), self.time_mlp(self.time_embedding(t)))
 
 
 class CAFModel(nn.Module):

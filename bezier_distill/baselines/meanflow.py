@@ -59,10 +59,7 @@ class MeanFlowMLP(VelocityMLP):
     def forward(self, z: Tensor, s: Tensor, t: Tensor) -> Tensor:
         time = (self.time_mlp(self.time_embedding(TIME_SCALE * s))
                 + self.interval_mlp(self.time_embedding(TIME_SCALE * (t - s))))
-        h = self.input(z) + time
-        for block in self.blocks:
-            h = block(h, time)
-        return self.output(h)
+        return self.trunk(self.input(z), time)
 
 
 def build(run: dict) -> MeanFlowMLP:
