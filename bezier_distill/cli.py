@@ -33,6 +33,7 @@ import torch
 
 from . import distributed, stages
 from .comparison import layout
+from .comparison.report import verdict_lines
 from .comparison.runner import run_comparison
 from .config import apply_override, load_stage, read_file
 from .errors import ConfigError, DamagedFileWarning
@@ -114,7 +115,8 @@ def report(command: str, out: str, result: object) -> str:
     if command == "compare":
         figures = "".join(f"\n  {Path(out) / path}" for path in result["figures"].values())
         md, data = Path(out) / layout.RESULTS_MD, Path(out) / layout.RESULTS_JSON
-        return f"{md.read_text()}\n{command}: tables in {md}, data in {data}" + (
+        verdict = "\n".join(verdict_lines(result))
+        return f"{verdict}\n{command}: tables in {md}, data in {data}" + (
             f"\nfigures:{figures}" if figures else "")
     if command == "make-guides":
         return (f"{command}: {out} holds {result['num_samples']} {result['kind']} paths of degree {result['degree']} "

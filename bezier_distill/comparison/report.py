@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..files import atomic_write, read_json
 from .layout import RESULTS_JSON, RESULTS_MD
+from .verdict import HIGHER_IS_BETTER, verdicts
 
 # metric key in results.json -> column title
 METRICS = {"energy_distance": "energy dist.", "mmd": "MMD²", "sliced_w2": "sliced W2", "w2": "W2",
@@ -61,6 +62,17 @@ def headline_row(results: dict, method: str, steps: int) -> dict | None:
     return None
 
 
+def verdict_lines(results: dict) -> list[str]:
+    """One line per comparison of the best Bezier student with another method, per number of steps."""
+    found = verdicts(results, headline_row)
+    if not found:
+        return ["No verdict: the comparison has no Bezier student, or no student carries a primary metric."]
+    label = METRICS[found[0].metric]
+    lines = [f"Verdict on {label} ({'higher' if found[0].metric in HIGHER_IS_BETTER else 'lower'} is better), "
+             "best Bezier student per number of steps against each other method:"]
+    return lines + [f"- {v.sentence(label)}" for v in found]
+
+
 def render_markdown(results: dict) -> str:
     """The report of a results.json mapping: headline table, every sampled model, training costs, figures."""
     data, seeds = results["data"], results["seeds"]
@@ -82,6 +94,10 @@ def render_markdown(results: dict) -> str:
                       "mixture; in support the fraction of samples within a mode's 99.9% ball (mixtures) or on the "
                       "board's squares (checkerboard); modes covered the fraction of modes with a sample in their "
                       "support; mode TV the total-variation error of the modes' sample fractions."]
+    lines += ["", "## Verdict", "", *verdict_lines(results), "",
+              "Paired over seeds: every method of a seed shares its teacher, data and source points. A tie is a "
+              "mean difference within the 95% interval of the per-seed differences (Student's t); the best Bezier "
+              "student is picked first, which favours Bezier a little."]
     if results.get("classifier"):
         lines += ["", f"FD: Frechet distance in the features of a digits classifier with held-out accuracy "
                       f"{100 * results['classifier']['accuracy']:.1f}%."]

@@ -68,7 +68,10 @@ def test_the_runner_writes_every_output(comparison):
         for run in ("teacher-1rf", "teacher-2rf", "coupling-1rf", "coupling-2rf", "student-00-1-rf",
                     "guides-02-bezier-fit-n-2-1-rf", "guide-map-03-bezier-multi-n-3-1-rf-2-rf"):
             assert (out / f"seed-{seed}" / run).is_dir(), run
-    assert "| 2-RF | one step | 1 | 1 |" in printed and str(out / "figures" / "samples.png") in printed
+    # the command prints the verdict and where the files are; the tables stay in results.md
+    assert printed.startswith("Verdict on ") and "\n- 1 step: " in printed and "\n- 2 steps: " in printed
+    assert "| 2-RF | one step | 1 | 1 |" in (out / "results.md").read_text() and "| 2-RF |" not in printed
+    assert str(out / "figures" / "samples.png") in printed
     recorded = load_stage("compare", {"compare": json.loads(json.dumps(
         __import__("yaml").safe_load((out / "config.yaml").read_text())["compare"]))})
     assert [m.name for m in recorded.methods][-1] == "Bezier multi n=3 (1-RF+2-RF)"

@@ -1,0 +1,90 @@
+"""The verdict of a comparison: does Bezier distillation beat, tie with or lose to each other method?
+
+For each number of sampler steps, the best Bezier student (by the pair's primary metric, mean over
+seeds) is compared with every other student by a paired comparison over the seeds: every method
+of a seed shares that seed's teacher, data and source points, so the per-seed differences
+d_s = (Bezier - other), signed so that d > 0 means Bezier is better, remove the spread that the
+seed's teacher puts into both. The difference is outside noise when |mean d| > t * sd(d) / sqrt(n)
+with t the two-sided 95% Student quantile for n - 1 degrees of freedom; otherwise it is a tie.
+Picking the best of several Bezier students first favours Bezier a little (a selection effect the
+text states). Reads only a results.json mapping.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# the primary metric of a pair, in order of preference (the first one the rows carry), and its direction
+PRIMARY = ("frechet", "log_density", "energy_distance")
+HIGHER_IS_BETTER = {"log_density", "in_support", "mode_coverage", "precision", "recall"}
+# two-sided 95% quantiles of Student's t for 1..10 degrees of freedom (more: the normal's 1.96)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+BEZIER_KINDS = ("bezier",)
+
+
+@dataclass
+class Verdict:
+    """Bezier's best student against one other method at `steps` sampler steps, on `metric`."""
+
+    steps: int
+    metric: str
+    bezier: str                # the best Bezier student's method name
+    other: str
+    advantage: float           # mean over seeds of the signed difference (> 0: Bezier better)
+    spread: float              # its standard deviation over seeds (n - 1)
+    seeds: int
+    outcome: str               # "beats", "ties with", "loses to"
+
+    def sentence(self, label: str) -> str:
+        steps = f"{self.steps} step{'s' if self.steps > 1 else ''}"
+        gap = f"{abs(self.advantage):.3g} ± {self.spread:.2g}"
+        head = f"{steps}: {self.bezier} {self.outcome} {self.other} on {label}"
+        if self.outcome == "ties with":
+            return f"{head}: difference {gap}, within noise (paired over {self.seeds} seeds)"
+        return f"{head} by {gap} (paired over {self.seeds} seeds)"
+
+
+def primary_metric(results: dict) -> str | None:
+    """The first metric of PRIMARY that the student rows carry."""
+    carried = {m for r in results["rows"] for m in r["metrics"]}
+    return next((m for m in PRIMARY if m in carried), None)
+
+
+def paired_outcome(ours: list[float], theirs: list[float], higher_is_better: bool) -> tuple[float, float, str]:
+    """(mean, sd, outcome) of the per-seed signed differences ours - theirs (> 0: ours better)."""
+    sign = 1.0 if higher_is_better else -1.0
+    diffs = [sign * (a - b) for a, b in zip(ours, theirs)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
+    if n < 2:
+        return mean, sd, "ties with"  # one seed cannot tell a difference from noise
+    bound = T95.get(n - 1, 1.96) * sd / math.sqrt(n)
+    if abs(mean) <= bound:
+        return mean, sd, "ties with"
+    return mean, sd, "beats" if mean > 0 else "loses to"
+
+
+def verdicts(results: dict, headline_row) -> list[Verdict]:
+    """Every Verdict of a results.json mapping; headline_row(results, method, steps) picks each method's row."""
+    metric = primary_metric(results)
+    if metric is None:
+        return []
+    higher = metric in HIGHER_IS_BETTER
+    methods = [(c["method"], c["kind"]) for c in results["costs"]]
+    found = []
+    for steps in sorted(set(results["config"]["evaluate"]["steps"])):
+        rows = {name: headline_row(results, name, steps) for name, _ in methods}
+        rows = {name: row for name, row in rows.items() if row is not None and metric in row["metrics"]}
+        bezier = [name for name, kind in methods if kind in BEZIER_KINDS and name in rows]
+        if not bezier:
+            continue
+        pick = max if higher else min
+        best = pick(bezier, key=lambda name: rows[name]["metrics"][metric]["mean"])
+        ours = rows[best]["metrics"][metric]["values"]
+        for name, kind in methods:
+            if kind in BEZIER_KINDS or name not in rows:
+                continue
+            mean, sd, outcome = paired_outcome(ours, rows[name]["metrics"][metric]["values"], higher)
+            found.append(Verdict(steps, metric, best, name, mean, sd, len(ours), outcome))
+    return found

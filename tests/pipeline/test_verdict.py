@@ -1,0 +1,72 @@
+"""The comparison's verdict: paired comparisons over seeds on constructed results with known answers."""
+from __future__ import annotations
+
+import pytest
+
+from bezier_distill.comparison.report import headline_row, render_markdown, verdict_lines
+from bezier_distill.comparison.verdict import paired_outcome, verdicts
+
+
+def test_a_consistent_gain_beats_and_a_noisy_one_ties():
+    # lower is better: Bezier 1.0 below the other on every seed, spread 0.1 -> beats
+    mean, sd, outcome = paired_outcome([1.0, 1.1, 0.9], [2.0, 2.2, 1.8], higher_is_better=False)
+    assert outcome == "beats" and mean == pytest.approx(1.0) and sd == pytest.approx(0.1)
+    # the same mean gain with per-seed differences +3, -1, +1: t = 1 / (2 / sqrt 3) = 0.87 < 4.30 -> tie
+    assert paired_outcome([0.0, 2.0, 1.0], [3.0, 1.0, 2.0], higher_is_better=False)[2] == "ties with"
+    # higher is better (log-density): a consistent deficit loses
+    assert paired_outcome([-3.0, -3.1, -2.9], [-1.0, -1.05, -0.95], higher_is_better=True)[2] == "loses to"
+    # one seed never decides
+    assert paired_outcome([0.0], [5.0], higher_is_better=False)[2] == "ties with"
+
+
+def test_the_threshold_is_the_two_sided_95_percent_t_quantile():
+    """n = 3: |mean| > 4.303 sd / sqrt(3). Differences 1 + e, 1 - e, 1 have sd e: decided iff 1 > 2.484 e."""
+    for e, expected in ((0.40, "beats"), (0.41, "ties with")):
+        assert paired_outcome([0.0, 0.0, 0.0], [1 + e, 1 - e, 1.0], higher_is_better=False)[2] == expected
+
+
+def stat(values):
+    return {"mean": sum(values) / len(values), "std": 0.0, "values": values}
+
+
+def results_with(metric: str, bezier: dict[str, list[float]], others: dict[str, list[float]]) -> dict:
+    rows, costs = [], []
+    for kind, group in (("bezier", bezier), ("reflow", others)):
+        for name, values in group.items():
+            rows.append({"model": name, "kind": kind, "sampler": "one step", "steps": 1, "nfe": 1,
+                         "metrics": {metric: stat(values)}})
+            costs.append({"method": name, "kind": kind, "degree": 2 if kind == "bezier" else 1, "reflows": 0,
+                          "teacher_evaluations": stat([0.0]), "teacher_steps": stat([0.0]),
+                          "student_steps": stat([0.0]), "guide_map_steps": stat([0.0]), "wall_s": stat([1.0])})
+    return {"rows": rows, "costs": costs, "seeds": [0, 1, 2], "config": {"evaluate": {"steps": [1]}}}
+
+
+def test_verdicts_pick_the_best_bezier_student_and_compare_it_with_every_other_method():
+    results = results_with("energy_distance", {"Bezier a": [0.5, 0.6, 0.4], "Bezier b": [0.1, 0.12, 0.08]},
+                           {"1-RF": [0.3, 0.33, 0.27], "2-RF": [0.1, 0.13, 0.07], "CAF": [0.0, 0.01, -0.01]})
+    found = {v.other: v for v in verdicts(results, headline_row)}
+    assert {v.bezier for v in found.values()} == {"Bezier b"} and set(found) == {"1-RF", "2-RF", "CAF"}
+    assert found["1-RF"].outcome == "beats" and found["1-RF"].advantage == pytest.approx(0.2)
+    assert found["2-RF"].outcome == "ties with"
+    assert found["CAF"].outcome == "loses to" and found["CAF"].advantage == pytest.approx(-0.1)
+
+
+def test_log_density_is_preferred_over_energy_distance_and_higher_is_better():
+    results = results_with("log_density", {"Bezier": [-1.0, -1.1, -0.9]}, {"1-RF": [-2.0, -2.2, -1.8]})
+    (verdict,) = verdicts(results, headline_row)
+    assert verdict.metric == "log_density" and verdict.outcome == "beats"
+    lines = verdict_lines(results)
+    assert lines[0].startswith("Verdict on log p (higher is better)")
+    assert lines[1] == "- 1 step: Bezier beats 1-RF on log p by 1 ± 0.1 (paired over 3 seeds)"
+
+
+def test_the_report_opens_with_the_verdict_and_a_comparison_without_bezier_says_so():
+    results = results_with("energy_distance", {"Bezier": [0.1, 0.1, 0.1]}, {"1-RF": [0.3, 0.31, 0.29]})
+    results.update(data={"source": "normal", "target": "moons", "dim": 2}, environment={
+        "device": "cpu", "threads": 1, "torch": "x"})
+    results["config"]["evaluate"].update(num_samples=10, w2_samples=10, projections=4)
+    text = render_markdown(results)
+    assert text.index("## Verdict") < text.index("## Students at one and two steps")
+    assert "- 1 step: Bezier beats 1-RF on energy dist. by 0.2" in text
+    no_bezier = results_with("energy_distance", {}, {"1-RF": [0.3, 0.31, 0.29]})
+    assert verdict_lines(no_bezier)[0].startswith("No verdict")
