@@ -187,6 +187,28 @@ def _images(base: str, classes: list[int] | None, size: int | None) -> Tensor:
     return images.contiguous()
 
 
+def labelled_set_of(name: str) -> tuple[str, int] | None:
+    """The labelled image set behind a distribution name and the side its images have: "digits:0-4" ->
+    ("digits", 8), "fashion:0-4@14" -> ("fashion", 14), "mnist" -> ("mnist", 28); None for other names."""
+    if name.partition(":")[0] == "digits":
+        return "digits", 8
+    try:
+        base, _, size = _image_spec(name)
+    except ValueError:
+        return None
+    return base, size or 28
+
+
+def labelled_images(base: str, size: int) -> tuple[Tensor, Tensor]:
+    """Every image of a labelled set ("digits", "fashion", "mnist") at side `size` (average-pooled as its
+    distributions are; the digits only at 8) and the labels [N]: digits [1797, 64], the others [N, 1, S, S]."""
+    if base == "digits":
+        if size != 8:
+            raise ValueError(f"the digits are 8x8, not {size}x{size}")
+        return load_digits()
+    return _images(base, None, size), IMAGE_SETS[base][0]()[1]
+
+
 def _finite_distribution(name: str, points: Tensor) -> Distribution:
     features = tuple(points.shape[1:])
     image = features if len(features) == 3 and features[0] in (1, 3) else None

@@ -94,7 +94,11 @@ def sample_on_bezier(student: Velocity, x0: Tensor, steps: int, guide_map: Veloc
     prediction [B, D] and, with record=True, the states [B, N+1, D] at 0, 1/N, ..., 1. For a student and
     a guide map that are exact on a family of Bezier paths every state is on the path and every N
     gives the same sample; with N = 2 and degree 1 this is the Euler sampler of the module docstring.
+    Images x0 [B, *F] are sampled as the vectors [B, D] of their entries (the student sees [B, *F], the
+    guide map the stacked vectors); the sample then has x0's shape and the states are [B, N+1, *F].
     """
+    shape = x0.shape
+    x0 = x0.flatten(1)
     batch, dim = x0.shape
     times = uniform_times(steps, x0.device).to(x0.dtype)
     guides = None
@@ -110,6 +114,6 @@ def sample_on_bezier(student: Velocity, x0: Tensor, steps: int, guide_map: Veloc
         if k > 0:
             (x,) = bk.bezier(x0, x1, t, guides, orders=(0,))
             states.append(x)
-        x1 = x + (1 - t)[:, None] * student(x, t)
+        x1 = x + (1 - t)[:, None] * student(x.reshape(shape), t).reshape(batch, dim)
     states.append(x1)
-    return x1, (torch.stack(states, dim=1) if record else None)
+    return x1.reshape(shape), (torch.stack(states, dim=1).reshape(batch, steps + 1, *shape[1:]) if record else None)

@@ -39,14 +39,16 @@ VELOCITY, ACCELERATION = "velocity", "acceleration"  # the two runs inside a CAF
 
 
 class AccelerationMLP(VelocityMLP):
-    """a(x, t, v0): x, v0 [B, D], t [B] -> [B, D]. The VelocityMLP of the same width and depth on [x, v0]."""
+    """a(x, t, v0): x, v0 [B, *F], t [B] -> [B, *F]. The VelocityMLP of the same width and depth on the
+    flattened [x, v0]."""
 
     def __init__(self, dim: int, width: int, depth: int, time_features: int = 64):
         super().__init__(dim, width, depth, time_features)
         self.input = nn.Linear(2 * dim, width)
 
     def forward(self, x: Tensor, t: Tensor, v0: Tensor) -> Tensor:
-        return self.trunk(self.input(torch.cat([x, v0], dim=1)), self.time_mlp(self.time_embedding(t)))
+        h = self.input(torch.cat([x.flatten(1), v0.flatten(1)], dim=1))
+        return self.trunk(h, self.time_mlp(self.time_embedding(t))).reshape(x.shape)
 
 
 class CAFModel(nn.Module):

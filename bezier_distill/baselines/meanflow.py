@@ -43,7 +43,7 @@ TIME_SCALE = 1e-3  # the sinusoidal features see s and t - s at unit scale, not 
 
 
 class MeanFlowMLP(VelocityMLP):
-    """u(z, s, t): z [B, D], s and t [B] -> [B, D]. The VelocityMLP of the same width and depth, whose time
+    """u(z, s, t): z [B, *F], s and t [B] -> [B, *F]. The VelocityMLP of the same width and depth, whose time
     input is the embedding of s plus a second embedding (its own MLP) of the interval t - s.
 
     The embeddings take TIME_SCALE * time: the MeanFlow target differentiates the network in s, and the
@@ -59,7 +59,7 @@ class MeanFlowMLP(VelocityMLP):
     def forward(self, z: Tensor, s: Tensor, t: Tensor) -> Tensor:
         time = (self.time_mlp(self.time_embedding(TIME_SCALE * s))
                 + self.interval_mlp(self.time_embedding(TIME_SCALE * (t - s))))
-        return self.trunk(self.input(z), time)
+        return self.trunk(self.input(z.reshape(z.shape[0], self.dim)), time).reshape(z.shape)
 
 
 def build(run: dict) -> MeanFlowMLP:
@@ -77,7 +77,7 @@ def sample_times(cfg: MeanFlowConfig, n: int, generator: torch.Generator) -> tup
 
 
 def meanflow_target(model: nn.Module, z: Tensor, s: Tensor, t: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """(u(z, s, t), the identity's target v + (t - s) du/ds, detached) for z, v [B, D] and s, t [B].
+    """(u(z, s, t), the identity's target v + (t - s) du/ds, detached) for z, v [B, *F] and s, t [B].
 
     u keeps its graph to the parameters; du/ds is the JVP of u with tangents (v, 1, 0), computed (without a
     graph) only for the samples with t > s: where t = s the target is v whatever du/ds is.
@@ -89,7 +89,7 @@ def meanflow_target(model: nn.Module, z: Tensor, s: Tensor, t: Tensor, v: Tensor
         with torch.no_grad():
             _, du_ds = torch.func.jvp(model, (z[mean], s[mean], t[mean]),
                                       (v[mean], torch.ones_like(s[mean]), torch.zeros_like(t[mean])))
-        target[mean] += (t - s)[mean][:, None] * du_ds
+        target[mean] += (t - s)[mean].reshape(-1, *[1] * (du_ds.dim() - 1)) * du_ds
     return u, target.detach()
 
 

@@ -4,9 +4,10 @@ Every teacher is sampled at evaluate.steps (Euler) and at the many-step referenc
 at evaluate.steps (Bezier students at N >= 2 both re-entering their Bezier path and, as the
 pipeline's plain Euler sampler does, the line; CAF and MeanFlow by their own samplers), all from
 the same x0, and each sample is measured against fresh target samples (bezier_distill.evaluation:
-metrics; k-NN precision and recall, in the data space or, for the digits, in a classifier's features;
-for targets of known structure the mean log-density, support and mode coverage; the digits also by
-a Frechet distance in the classifier's features).
+metrics; k-NN precision and recall, in the data space or, for the images of a labelled set (digits,
+Fashion-MNIST, MNIST), in its classifier's features; for targets of known structure the mean
+log-density, support and mode coverage; those images also by a Frechet distance in the classifier's
+features).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from ..checkpoint import load_model
 from ..config import CompareConfig
 from ..data import resolve_pair, seeded_generator
 from ..evaluation import metrics
-from ..evaluation.classifier import digits_frechet_distance
+from ..evaluation.classifier import frechet_in_features
 from ..evaluation.density import structure_metrics, structure_of
 from ..evaluation.precision_recall import precision_recall
 from ..files import atomic_write, read_json, write_json
@@ -121,19 +122,21 @@ def measure_rows(rows: list[Row], reference: torch.Tensor, cfg: CompareConfig, s
     """Fills each row's metrics against the reference target sample [n, D], and a student's (or a teacher's
     few-step) gap to its teacher: mean over the shared x0 of |x - x_teacher|^2, the teacher sampled with
     the reference steps. Precision and recall (k = 3) in the classifier's features when there is one, else
-    in the data space; log-density, support and mode coverage when the target's structure is known."""
+    in the data space; log-density, support and mode coverage when the target's structure is known. Image
+samples [n, C, H, W] (and states [n, K+1, C, H, W]) are measured as the vectors [n, D] of their pixels."""
     evaluate = cfg.evaluate
     structure = structure_of(resolve_pair(cfg.data)[1])
+    reference = reference.flatten(1)
     features = (lambda x: x) if classifier is None else classifier.features
     reference_features = features(reference)
     directions = metrics.random_directions(evaluate.projections, reference.shape[1],
                                            seeded_generator(evaluate.seed, seed, 2))
     w2 = evaluate.w2_samples
     reference_sampler = (Sampler(evaluate.reference_method), evaluate.reference_steps)
-    references = {r.model: r.samples for r in rows
+    references = {r.model: r.samples.flatten(1) for r in rows
                   if r.family is Family.TEACHER and (r.sampler, r.steps) == reference_sampler}
     for row in tqdm(rows, desc="metrics", unit="model", disable=not progress, dynamic_ncols=True):
-        x = row.samples
+        x = row.samples.flatten(1)
         values = {"energy_distance": metrics.energy_distance(x, reference),
                   "mmd": metrics.mmd_rbf(x, reference),
                   "sliced_w2": metrics.sliced_wasserstein2(x, reference, directions=directions),
@@ -144,9 +147,9 @@ def measure_rows(rows: list[Row], reference: torch.Tensor, cfg: CompareConfig, s
         if row.teacher is not None:
             values["teacher_gap"] = float((x.double() - references[row.teacher].double()).square().sum(1).mean())
         if row.states is not None:
-            values["straightness"] = metrics.straightness(row.states, uniform_times(row.steps))
+            values["straightness"] = metrics.straightness(row.states.flatten(2), uniform_times(row.steps))
         if classifier is not None:
-            values["frechet"] = digits_frechet_distance(x, reference, classifier)
+            values["frechet"] = frechet_in_features(x, reference, classifier)
         row.metrics = values
 
 

@@ -187,10 +187,11 @@ def plan_seed(cfg: CompareConfig, seed: int, seed_dir: Path, device: str, progre
 
 def train_guide_map(cfg: GuideMapConfig, guides_dir: str, seed: int, out_dir: str, device: str, progress: bool):
     """The guide map of samplers.sample_on_bezier, trained by the pipeline's loop on the stored control points:
-    inputs the n-1 stacked copies of x0, target the flattened guides, target "endpoint" at t = 0."""
+    inputs the n-1 stacked copies of x0 (flattened: images [n, *F] too), target the flattened guides, target
+    "endpoint" at t = 0."""
     manifest, tensors = store.load(guides_dir)
     inner = manifest["degree"] - 1
-    pairs = StoredPairs(tensors["x0"].repeat(1, inner), tensors["guides"].flatten(1), None, seed)
+    pairs = StoredPairs(tensors["x0"].flatten(1).repeat(1, inner), tensors["guides"].flatten(1), None, seed)
     stages.record_config(out_dir, "guide_map", cfg)
     run_info = {"stage": "guide_map", "data": manifest["data"], "reflow": None, "pairs": guides_dir}
     return train(replace(cfg.train, seed=seed), cfg.model, pairs, out_dir, run_info=run_info, device=device,

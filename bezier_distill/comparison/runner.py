@@ -12,7 +12,8 @@ From one CompareConfig config, for every seed, the pipeline's own stages build (
 then samples every teacher (evaluate.steps and the many-step reference) and every student (each of
 evaluate.steps; Bezier students both re-entering their Bezier path and, as the pipeline's plain
 Euler sampler does, the line) from the same x0, and measures each sample against fresh target
-samples (bezier_distill.evaluation.metrics; the digits also by a Frechet distance in a classifier's features).
+samples (bezier_distill.evaluation.metrics; image targets of a labelled set, the digits, Fashion-MNIST and
+MNIST, also by a Frechet distance in the features of that set's classifier at the target's resolution).
 
 Costs per method: teacher network evaluations spent making the data it depends on (couplings that
 trained its teachers, its own coupling or guides), training steps of its teachers, its student and
@@ -36,7 +37,7 @@ from tqdm.auto import tqdm
 from .. import stages, store
 from ..config import CompareConfig
 from ..data import resolve_pair
-from ..evaluation.classifier import digits_classifier
+from ..evaluation.classifier import classifier_for
 from ..files import read_json, write_json
 from . import layout
 from .evaluate import aggregate, evaluate_seed
@@ -118,9 +119,7 @@ def run_comparison(cfg: CompareConfig, out_dir: str | Path, device: str = "cpu",
 def _run(cfg: CompareConfig, out_dir: Path, device: str, progress: bool) -> dict:
     started = time.perf_counter()
     source, _ = resolve_pair(cfg.data)
-    classifier = None
-    if cfg.data.target.startswith("digits"):
-        classifier = digits_classifier(progress=progress)
+    classifier = classifier_for(cfg.data.target, progress)  # digits, Fashion-MNIST, MNIST targets; else None
     per_seed, costs, plans = {}, {}, {}
     for seed in cfg.seeds:
         seed_dir = layout.seed_dir(out_dir, seed)
@@ -133,8 +132,7 @@ def _run(cfg: CompareConfig, out_dir: Path, device: str, progress: bool) -> dict
     results = {"format": FORMAT, "version": VERSION, "config": asdict(cfg),
                "data": {"source": cfg.data.source, "target": cfg.data.target, "dim": source.dim},
                "seeds": list(cfg.seeds), "rows": rows, "costs": cost_rows,
-               "classifier": None if classifier is None else {"accuracy": classifier.accuracy,
-                                                              "settings": asdict(classifier.settings)},
+               "classifier": None if classifier is None else classifier.describe(),
                "environment": {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
                                "machine": platform.machine()},
                "wall_s_this_run": time.perf_counter() - started, "figures": {}}

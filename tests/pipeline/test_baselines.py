@@ -199,3 +199,21 @@ def test_a_killed_baseline_run_resumes_to_the_same_weights(tmp_path):
     for name, weight in whole.ema.state_dict().items():
         assert torch.equal(weight, resumed.ema.state_dict()[name]), name
     assert [e["loss"] for e in resumed.log] == [e["loss"] for e in whole.log]
+
+
+def test_caf_and_meanflow_networks_take_images_as_their_vectors():
+    """Images [B, 1, 2, 3]: the same outputs (reshaped) as the vectors [B, 6]; MeanFlow's target too."""
+    torch.manual_seed(0)
+    x, v0, t, s = torch.randn(5, 1, 2, 3), torch.randn(5, 1, 2, 3), torch.rand(5), torch.rand(5) * 0.5
+    acceleration = caf.AccelerationMLP(6, 16, 1, 8)
+    torch.nn.init.normal_(acceleration.output[-1].weight)  # the output layer starts at zero
+    image = acceleration(x, t, v0)
+    assert image.shape == x.shape and float(image.detach().abs().sum()) > 0
+    torch.testing.assert_close(image.flatten(1), acceleration(x.flatten(1), t, v0.flatten(1)))
+    average = meanflow.MeanFlowMLP(6, 16, 1, 8)
+    torch.nn.init.normal_(average.output[-1].weight)
+    u, target = meanflow.meanflow_target(average, x, s, s + 0.3, v0)
+    flat_u, flat_target = meanflow.meanflow_target(average, x.flatten(1), s, s + 0.3, v0.flatten(1))
+    assert u.shape == target.shape == x.shape
+    torch.testing.assert_close(u.flatten(1), flat_u)
+    torch.testing.assert_close(target.flatten(1), flat_target)

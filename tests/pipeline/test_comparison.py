@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from bezier_distill import cli
+from bezier_distill import cli, datasets
 from bezier_distill.comparison import report
 from bezier_distill.config import ConfigError, load_stage
 
@@ -199,7 +199,33 @@ def test_a_digits_comparison_reports_the_classifier_frechet_distance(tmp_path, m
     assert precision["target"] > 0.5 > precision["source"]  # k-NN precision in the classifier's features
     assert set(results["figures"]) == {"samples", "losses"}  # no 2-D trajectories for images
     markdown = (tmp_path / "out" / "results.md").read_text()
-    assert "FD (classifier)" in markdown and f"{100 * results['classifier']['accuracy']:.1f}%" in markdown
+    assert "FD (classifier)" in markdown and "a digits classifier (8x8)" in markdown
+    assert f"{100 * results['classifier']['accuracy']:.1f}%" in markdown and results["classifier"]["data"] == "digits"
+
+
+@pytest.mark.skipif(datasets.fashion_mnist_problem() is not None,
+                    reason=f"Fashion-MNIST not installed: {datasets.FASHION_INSTALL}")
+def test_a_fashion_comparison_measures_in_the_fashion_classifiers_features(tmp_path, monkeypatch):
+    """A class subset at 7x7: the classifier of the ten classes at 7x7 (trained here, ~3 s); images [n, 1, 7, 7]
+    through every stage, the Bezier student's guide map and N-step sampler included."""
+    from bezier_distill.comparison.runner import run_comparison
+
+    monkeypatch.setenv("BEZIER_DISTILL_CACHE", str(tmp_path / "cache"))
+    tiny = __import__("yaml").safe_load(TINY)["compare"]
+    tiny.update(data={"source": "normal", "target": "fashion:0-1@7"}, seeds=[0], plot=False,
+                methods=[{"name": "1-RF", "kind": "reflow"}, {"name": "Bezier", "kind": "bezier", "degree": 2}],
+                evaluate={**tiny["evaluate"], "reference_steps": 3})
+    results = run_comparison(load_stage("compare", {"compare": tiny}), tmp_path / "out", progress=False)
+    classifier = results["classifier"]
+    assert (classifier["data"], classifier["size"], classifier["settings"]["test_fraction"]) == ("fashion", 7, None)
+    assert classifier["accuracy"] > 0.7 and results["data"]["dim"] == 49
+    frechet = {row["model"]: row["metrics"]["frechet"]["mean"] for row in results["rows"] if row["steps"] <= 1}
+    assert frechet["target"] < 0.2 * frechet["source"]
+    precision = {row["model"]: row["metrics"]["precision"]["mean"] for row in results["rows"] if row["steps"] == 0}
+    assert precision["target"] > 0.5 > precision["source"]
+    assert any(row["sampler"] == "bezier" and "straightness" in row["metrics"] for row in results["rows"])
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert f"a Fashion-MNIST classifier (7x7) with held-out accuracy {100 * classifier['accuracy']:.1f}%" in markdown
 
 
 def test_the_results_page_keeps_its_text_and_renders_every_run_from_copied_json(comparison, tmp_path):

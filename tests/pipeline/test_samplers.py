@@ -109,3 +109,21 @@ def test_degree_one_re_entry_is_the_euler_endpoint_sampler_at_two_steps():
     torch.testing.assert_close(ours, euler, rtol=1e-14, atol=1e-14)
     with pytest.raises(ValueError, match="needs a guide_map"):
         sample_on_bezier(student, x0, 2, degree=3)
+
+
+def test_images_are_sampled_as_their_vectors_with_the_student_seeing_the_image_shape():
+    """x0 [B, 1, 1, 2] (an image of the 2-D family): the student gets [B, 1, 1, 2], the guide map the stacked
+    vectors; the sample and the states keep the image shape and equal the vectors' run."""
+    seen = []
+
+    def image_student(x, t):
+        seen.append(x.shape[1:])
+        return exact_student(x.flatten(1), t).reshape(x.shape)
+
+    x0 = torch.randn(20, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    flat, flat_states = sample_on_bezier(exact_student, x0, 3, exact_guide_map, degree=3, record=True)
+    image, states = sample_on_bezier(image_student, x0.reshape(20, 1, 1, 2), 3, exact_guide_map, degree=3,
+                                     record=True)
+    assert image.shape == (20, 1, 1, 2) and states.shape == (20, 4, 1, 1, 2) and set(seen) == {(1, 1, 2)}
+    torch.testing.assert_close(image.flatten(1), flat, rtol=0, atol=0)
+    torch.testing.assert_close(states.flatten(2), flat_states, rtol=0, atol=0)
