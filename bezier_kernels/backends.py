@@ -33,11 +33,13 @@ AUTO_PREFERENCE: dict[tuple[str, str], tuple[str, ...]] = {
 
 
 class KernelOps(NamedTuple):
-    """The three custom ops a fused backend provides, all with the schemas of csrc/bezier_ops.cpp."""
+    """The custom ops a fused backend provides, all with the schemas of csrc/bezier_ops.cpp. fused_loss
+    (the whole loss, autograd included) is None where the loss is the composite ops.distill_loss."""
 
     path_fwd: Callable
     path_bwd: Callable
     loss_fwd: Callable
+    fused_loss: Callable | None = None
 
 
 @dataclass(frozen=True)

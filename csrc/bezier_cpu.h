@@ -37,31 +37,99 @@ struct Tiling {
   int64_t grain() const { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, std::min(features, kTile))); }
 };
 
-// Per-sample weights of K orders, cast to the accumulation type.
-template <typename Acc, int K>
-struct SampleWeights {
-  Acc w[K][kMaxDegree + 1];
+// Samples whose weights are computed together, vectorised across samples (one SIMD lane per
+// sample): with small D one tile is one sample, and weights per sample would dominate.
+constexpr int kSampleBlock = 32;
 
-  void compute(const BinomialRows& rows, const int* orders, double t) {
-    double wd[K][kMaxDegree + 1];
-    bezier_weights(rows, K, orders, t, wd);
-    for (int k = 0; k < K; ++k)
-      for (int i = 0; i <= rows.degree; ++i) w[k][i] = static_cast<Acc>(wd[k][i]);
+// Weights of K orders for a block of consecutive samples, cast to the accumulation type:
+// w[k][i][s] = w_{orders[k]}(t[s])[i]. Same arithmetic as bezier_weights (exact at t = 0, 1),
+// in float64, with every loop running across the block's samples.
+template <typename Acc, int K>
+struct BlockWeights {
+  Acc w[K][kMaxDegree + 1][kSampleBlock];
+  int64_t first = 0, count = 0;  // the samples [first, first + count) held
+
+  bool holds(int64_t b) const { return b >= first && b < first + count; }
+
+  // Weights of samples [b0, b0 + n_samples), n_samples in 1..kSampleBlock.
+  void compute(const BinomialRows& rows, const int* orders, const double* t, int64_t b0, int64_t n_samples) {
+    const int n = rows.degree;
+    const int lanes = static_cast<int>((n_samples + 3) & ~int64_t(3));  // padded lanes get t = 0
+    double ts[kSampleBlock], power[kSampleBlock], row[kMaxDegree + 1][kSampleBlock];
+    for (int s = 0; s < lanes; ++s) ts[s] = s < n_samples ? t[b0 + s] : 0.0;
+    for (int k = 0; k < K; ++k) {
+      const int ord = orders[k], m = n - ord;
+      for (int i = 0; i <= n; ++i)
+        for (int s = 0; s < lanes; ++s) row[i][s] = 0.0;
+      if (m >= 0) {
+        for (int s = 0; s < lanes; ++s) power[s] = 1.0;  // t^l
+        for (int l = 0; l <= m; ++l) {
+          const double c = rows.c[ord][l];
+          for (int s = 0; s < lanes; ++s) {
+            row[l][s] = c * power[s];
+            power[s] *= ts[s];
+          }
+        }
+        for (int s = 0; s < lanes; ++s) power[s] = 1.0;  // (1 - t)^(m - l)
+        for (int l = m; l >= 0; --l)
+          for (int s = 0; s < lanes; ++s) {
+            row[l][s] *= power[s];
+            power[s] *= 1.0 - ts[s];
+          }
+        double falling = 1.0;
+        for (int step = 1; step <= ord; ++step) {  // row[m + step] is 0 before this step
+          for (int i = m + step; i > 0; --i)
+            for (int s = 0; s < lanes; ++s) row[i][s] = row[i - 1][s] - row[i][s];
+          for (int s = 0; s < lanes; ++s) row[0][s] = -row[0][s];
+          falling *= static_cast<double>(n - step + 1);
+        }
+        for (int i = 0; i <= n; ++i)
+          for (int s = 0; s < lanes; ++s) row[i][s] *= falling;
+      }
+      for (int i = 0; i <= n; ++i)
+        for (int s = 0; s < lanes; ++s) w[k][i][s] = static_cast<Acc>(row[i][s]);
+    }
+    first = b0;
+    count = n_samples;
+  }
+
+  // Makes sure sample b is held: computes the block from b to at most `last` (inclusive).
+  void ensure(const BinomialRows& rows, const int* orders, const double* t, int64_t b, int64_t last) {
+    if (!holds(b)) compute(rows, orders, t, b, std::min<int64_t>(kSampleBlock, last - b + 1));
+  }
+
+  // Sample b's weights of control point i, one per order.
+  void point(int64_t b, int i, Acc (&wi)[K]) const {
+    for (int k = 0; k < K; ++k) wi[k] = w[k][i][b - first];
   }
 };
 
-// acc[k][d] += w[k][i] * p[d] for every order k < K and feature d < len: control point i's share.
+// acc[k][d] += wi[k] * p[d] for every order k < K and feature d < len: control point i's share.
 template <typename T, typename Acc, int K>
-inline void accumulate_point(const SampleWeights<Acc, K>& sw, int i, const T* __restrict__ p, int64_t len,
+inline void accumulate_point(const Acc (&wi)[K], const T* __restrict__ p, int64_t len,
                              Acc (*__restrict__ acc)[kTile]) {
-  Acc wi[K];
-  for (int k = 0; k < K; ++k) wi[k] = sw.w[k][i];
 #pragma omp simd
   for (int64_t d = 0; d < len; ++d) {
     const Acc v = static_cast<Acc>(p[d]);
     for (int k = 0; k < K; ++k) acc[k][d] += wi[k] * v;
   }
 }
+
+// acc[k][0..len) = sum_i w_k[i] * P_i[b, d0 + d]: sample b's K orders on one tile.
+template <typename T, typename Acc, int K>
+inline void combine_points(const ControlPoints<const T>& P, const BlockWeights<Acc, K>& bw, int64_t b, int64_t d0,
+                           int64_t len, Acc (*__restrict__ acc)[kTile]) {
+  for (int k = 0; k < K; ++k)
+    for (int64_t d = 0; d < len; ++d) acc[k][d] = Acc(0);
+  for (int i = 0; i <= P.degree; ++i) {
+    Acc wi[K];
+    bw.point(b, i, wi);
+    accumulate_point(wi, P.point(b, i) + d0, len, acc);
+  }
+}
+
+// The last sample whose tiles lie in [begin, end): the end of a chunk's weight blocks.
+inline int64_t last_sample(const Tiling& tiling, int64_t end) { return tiling.sample(end - 1); }
 
 // out[k][b, d] = sum_i w_{orders[k]}(t_b)[i] * P_i[b, d];  each out[k] is [B, D], contiguous.
 template <typename T, typename Acc, int K, typename ParallelFor>
@@ -71,18 +139,13 @@ void path_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
   BinomialRows rows;
   fill_binomial_rows(P.degree, rows);
   parallel_for(0, tiling.count(), tiling.grain(), [&](int64_t begin, int64_t end) {
-    SampleWeights<Acc, K> sw;
+    BlockWeights<Acc, K> bw;
     Acc acc[K][kTile];
-    int64_t current = -1;
+    const int64_t last = last_sample(tiling, end);
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t b = tiling.sample(tile), d0 = tiling.start(tile), len = tiling.length(tile);
-      if (b != current) {
-        sw.compute(rows, orders, t[b]);
-        current = b;
-      }
-      for (int k = 0; k < K; ++k)
-        for (int64_t d = 0; d < len; ++d) acc[k][d] = Acc(0);
-      for (int i = 0; i <= P.degree; ++i) accumulate_point(sw, i, P.point(b, i) + d0, len, acc);
+      bw.ensure(rows, orders, t, b, last);
+      combine_points(P, bw, b, d0, len, acc);
       for (int k = 0; k < K; ++k) {
         T* __restrict__ o = out[k] + b * D + d0;
 #pragma omp simd
@@ -105,17 +168,14 @@ void path_backward(const ControlPoints<const T>& P, const double* t, int64_t B, 
   int next_orders[K];
   for (int k = 0; k < K; ++k) next_orders[k] = orders[k] + 1;
   parallel_for(0, tiling.count(), tiling.grain(), [&](int64_t begin, int64_t end) {
-    SampleWeights<Acc, K> sw, sw_next;
+    BlockWeights<Acc, K> sw, sw_next;
     Acc g[K][kTile];
     Acc dacc[K][kTile];
-    int64_t current = -1;
+    const int64_t last = last_sample(tiling, end);
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t b = tiling.sample(tile), d0 = tiling.start(tile), len = tiling.length(tile);
-      if (b != current) {
-        if (grad_points) sw.compute(rows, orders, t[b]);
-        if (t_partial) sw_next.compute(rows, next_orders, t[b]);
-        current = b;
-      }
+      if (grad_points) sw.ensure(rows, orders, t, b, last);
+      if (t_partial) sw_next.ensure(rows, next_orders, t, b, last);
       for (int k = 0; k < K; ++k) {
         const T* __restrict__ gk = grad[k] + b * D + d0;
         for (int64_t d = 0; d < len; ++d) {
@@ -127,7 +187,7 @@ void path_backward(const ControlPoints<const T>& P, const double* t, int64_t B, 
         if (grad_points) {
           T* __restrict__ o = grad_points->point(b, i) + d0;
           Acc wi[K];
-          for (int k = 0; k < K; ++k) wi[k] = sw.w[k][i];
+          sw.point(b, i, wi);
 #pragma omp simd
           for (int64_t d = 0; d < len; ++d) {
             Acc s = Acc(0);
@@ -135,7 +195,11 @@ void path_backward(const ControlPoints<const T>& P, const double* t, int64_t B, 
             o[d] = static_cast<T>(s);
           }
         }
-        if (t_partial) accumulate_point(sw_next, i, P.point(b, i) + d0, len, dacc);
+        if (t_partial) {
+          Acc wi[K];
+          sw_next.point(b, i, wi);
+          accumulate_point(wi, P.point(b, i) + d0, len, dacc);
+        }
       }
       if (t_partial) {
         Acc sum = Acc(0);
@@ -165,31 +229,29 @@ void reduce_tile_partials(const double* partial, int64_t B, int64_t D, double* o
 //   velocity: r = pred - B'(t),               dr/dt = -B''(t)
 //   endpoint: r = B(t) + (1 - t) pred - x1,   dr/dt = B'(t) - pred
 // writes out_scale[b] * r (r itself when out_scale is null) to out ([B, D] contiguous) and
-// per-tile float64 sums of r^2 and r * dr/dt.
-template <typename T, typename Acc, Target target, typename ParallelFor>
+// per-tile float64 sums of r^2 and (with kDt; else 0) r * dr/dt.
+template <typename T, typename Acc, Target target, bool kDt = true, typename ParallelFor>
 void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, int64_t D,
                   const T* pred, int64_t pred_batch_stride, const double* out_scale, T* resid,
                   double* sq_partial, double* rdt_partial, ParallelFor&& parallel_for) {
+  constexpr int K = kDt ? 2 : 1;
   const Tiling tiling(B, D);
   BinomialRows rows;
   fill_binomial_rows(P.degree, rows);
   // acc[0] holds the order the residual needs, acc[1] the order of its t-derivative.
   const int orders[2] = {target == Target::kVelocity ? 1 : 0, target == Target::kVelocity ? 2 : 1};
   parallel_for(0, tiling.count(), tiling.grain(), [&](int64_t begin, int64_t end) {
-    SampleWeights<Acc, 2> sw;
-    Acc acc[2][kTile];
-    int64_t current = -1;
+    BlockWeights<Acc, K> bw;
+    Acc acc[K][kTile];
+    const int64_t last = last_sample(tiling, end);
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t b = tiling.sample(tile), d0 = tiling.start(tile), len = tiling.length(tile);
-      if (b != current) {
-        sw.compute(rows, orders, t[b]);
-        current = b;
-      }
-      for (int64_t d = 0; d < len; ++d) acc[0][d] = acc[1][d] = Acc(0);
-      for (int i = 0; i <= P.degree; ++i) accumulate_point(sw, i, P.point(b, i) + d0, len, acc);
+      bw.ensure(rows, orders, t, b, last);
+      combine_points(P, bw, b, d0, len, acc);
       const T* __restrict__ pr = pred + b * pred_batch_stride + d0;
       T* __restrict__ out = resid + b * D + d0;
       const Acc mult = out_scale ? static_cast<Acc>(out_scale[b]) : Acc(1);
+      const Acc* __restrict__ order1 = acc[K - 1];  // the t-derivative's order (unused without kDt)
       Acc sq = Acc(0), rdt = Acc(0);
       if (target == Target::kVelocity) {
 #pragma omp simd reduction(+ : sq, rdt)
@@ -197,7 +259,7 @@ void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
           const Acc r = static_cast<Acc>(pr[d]) - acc[0][d];
           out[d] = static_cast<T>(mult * r);
           sq += r * r;
-          rdt -= r * acc[1][d];
+          if (kDt) rdt -= r * order1[d];
         }
       } else {
         const T* __restrict__ x1 = P.point(b, P.degree) + d0;
@@ -208,7 +270,7 @@ void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
           const Acc r = acc[0][d] + one_minus_t * v - static_cast<Acc>(x1[d]);
           out[d] = static_cast<T>(mult * r);
           sq += r * r;
-          rdt += r * (acc[1][d] - v);
+          if (kDt) rdt += r * (order1[d] - v);
         }
       }
       sq_partial[tile] = static_cast<double>(sq);
