@@ -170,8 +170,10 @@ std::vector<at::Tensor> path_fwd_cpu(const at::Tensor& x0, const at::Tensor& x1,
     scalar_t* out_ptrs[3];
     for (size_t k = 0; k < out.size(); ++k) out_ptrs[k] = out[k].mutable_data_ptr<scalar_t>();
     dispatch_order_count(static_cast<int>(ords.size()), [&](auto K) {
-      cpu::path_forward<scalar_t, Acc, decltype(K)::value>(P, t64.data(), shape.batch,
-                                                           shape.features, ords.data(), out_ptrs, at_parallel_for);
+      cpu::dispatch_features<scalar_t>(shape.features, [&](auto kD) {
+        cpu::path_forward<scalar_t, Acc, decltype(K)::value, decltype(kD)::value>(
+            P, t64.data(), shape.batch, shape.features, ords.data(), out_ptrs, at_parallel_for);
+      });
     });
   });
   return out;
@@ -279,9 +281,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_los
     const auto P = control_points<scalar_t>(x0, x1, guides, shape.degree);
     scalar_t* out = o.out.mutable_data_ptr<scalar_t>();
     auto run = [&](auto target_constant, auto dt_constant) {
-      cpu::loss_forward<scalar_t, Acc, decltype(target_constant)::value, decltype(dt_constant)::value>(
-          P, t64.data(), B, D, pred.const_data_ptr<scalar_t>(), pred.stride(0),
-          out_scale.empty() ? nullptr : out_scale.data(), out, sq.data(), rdt.data(), at_parallel_for);
+      cpu::dispatch_features<scalar_t>(D, [&](auto kD) {
+        cpu::loss_forward<scalar_t, Acc, decltype(target_constant)::value, decltype(dt_constant)::value,
+                          decltype(kD)::value>(P, t64.data(), B, D, pred.const_data_ptr<scalar_t>(), pred.stride(0),
+                                               out_scale.empty() ? nullptr : out_scale.data(), out, sq.data(),
+                                               rdt.data(), at_parallel_for);
+      });
     };
     auto with_dt = [&](auto target_constant) {
       if (t_grad)
