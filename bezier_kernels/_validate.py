@@ -6,8 +6,7 @@ message names the argument and what was expected.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -20,9 +19,9 @@ LOSSES = ("mse", "pseudo_huber")
 REDUCTIONS = ("mean", "sum", "none")
 
 
-@dataclass(frozen=True)
-class PathShape:
-    """Batch size B, feature shape F (D = prod(F) features) and degree n of a batch of paths."""
+class PathShape(NamedTuple):
+    """Batch size B, feature shape F (D = prod(F) features) and degree n of a batch of paths.
+    (A NamedTuple: built on every call, it must cost next to nothing.)"""
 
     batch: int
     features: tuple[int, ...]

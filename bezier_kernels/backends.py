@@ -81,8 +81,10 @@ def kernel_ops(name: str) -> KernelOps:
 
 
 def _runs_on(name: str, device_type: str) -> bool:
-    info = available_backends()[name]
-    return info.available and (name == "torch" or device_type in info.devices)
+    if name == "torch":
+        return True
+    info = _STATUS.get(name)  # read directly: resolve_backend runs on every call
+    return info is not None and info.available and device_type in info.devices
 
 
 def resolve_backend(backend: str, device: torch.device, degree: int, op: str) -> str:
@@ -101,7 +103,7 @@ def resolve_backend(backend: str, device: torch.device, degree: int, op: str) ->
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS + ('auto',)}, got {backend!r}")
     if not _runs_on(backend, device.type):
-        info = available_backends()[backend]
+        info = available_backends()[backend]  # (the error path only)
         raise ValueError(f"backend {backend!r} cannot run on {device.type} tensors: {info.reason}; "
                          f"available here: {[n for n in BACKENDS if _runs_on(n, device.type)]}")
     if backend != "torch" and degree > MAX_KERNEL_DEGREE:
