@@ -80,6 +80,13 @@ PRESETS = {
                    train_cases=(TrainCase("mlp2d", features=2, hidden=512, layers=3, batch=65536),
                                 TrainCase("digits64", features=64, hidden=1024, layers=4, batch=8192)),
                    rotation_bytes=512 << 20, copy_bytes=1 << 30),
+    # benchmarks.gpu_check: the full preset trimmed to about two minutes on a GPU (degree 3, four sizes
+    # from host-bound to 64M elements, float32 and bfloat16; torch.compile at the largest size only)
+    "gpu-check": Preset(ops=("position+velocity", "loss_fwd:velocity:mse") + _COMPILE_OPS[1:], degrees=(3,),
+                        sizes=((256, 64), (4096, 2), (16384, 1024), (65536, 1024)), dtypes=("float32", "bfloat16"),
+                        repeats=30, warmup=5, compile_ops=_COMPILE_OPS, compile_sizes=((65536, 1024),),
+                        compile_dtypes=("float32",), train_cases=(), rotation_bytes=512 << 20, copy_bytes=1 << 30,
+                        small_repeats=100),
 }
 
 

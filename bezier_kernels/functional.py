@@ -42,7 +42,7 @@ def bezier(x0: Tensor, x1: Tensor, t: Tensor, guides: Tensor | None = None, *,
     """
     shape = _validate.check_path(x0, x1, t, guides)
     orders = _validate.check_orders(orders)
-    name = backends.resolve_backend(backend, x0.device, shape.degree, "path")
+    name = backends.resolve_backend(backend, x0.device, shape.degree, "path", x0.dtype, x0.numel())
     if name == "torch":
         return reference.bezier(x0, x1, t, guides, orders=orders)
     return _fused_path(name, x0, x1, guides, t, orders, shape)
@@ -53,7 +53,8 @@ def bezier_stacked(P: Tensor, t: Tensor, *, orders: Sequence[int] = (0, 1),
     """Like `bezier`, with the n+1 control points stacked: P [B, n+1, *F]. P is read in place (no copy)."""
     shape = _validate.check_stacked(P, t)
     orders = _validate.check_orders(orders)
-    name = backends.resolve_backend(backend, P.device, shape.degree, "path")
+    name = backends.resolve_backend(backend, P.device, shape.degree, "path", P.dtype,
+                                    shape.batch * shape.num_features)
     if name == "torch":
         return reference.bezier_stacked(P, t, orders=orders)
     n = shape.degree
@@ -74,7 +75,7 @@ def bezier_distill_loss(pred: Tensor, x0: Tensor, x1: Tensor, t: Tensor, guides:
     """
     shape = _validate.check_path(x0, x1, t, guides)
     _validate.check_loss(pred, x0, shape, target, loss, huber_c, weight, reduction)
-    name = backends.resolve_backend(backend, x0.device, shape.degree, "loss")
+    name = backends.resolve_backend(backend, x0.device, shape.degree, "loss", x0.dtype, x0.numel())
     if name == "torch":
         return reference.bezier_distill_loss(pred, x0, x1, t, guides, target=target, loss=loss,
                                              huber_c=huber_c, weight=weight, reduction=reduction)
