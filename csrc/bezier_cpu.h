@@ -76,6 +76,95 @@ decltype(auto) dispatch_features(int64_t D, F&& f) {
 // sample): with small D one tile is one sample, and weights per sample would dominate.
 constexpr int kSampleBlock = 32;
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BEZIER_AVX2_DISPATCH 1
+#define BEZIER_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define BEZIER_ALWAYS_INLINE inline
+#endif
+
+// w[k][i][s] = w_{orders[k]}(t[s])[i] for s < n_samples (1..kSampleBlock), in float64 with every loop
+// across the samples. Same arithmetic as bezier_weights (exact at t = 0 and 1); the factor n!/(n-k)!
+// is folded into the binomials and the last difference writes w directly: 2 + k passes over the rows.
+template <typename Acc, int K>
+BEZIER_ALWAYS_INLINE void block_weights_body(const BinomialRows& rows, const int* orders, const double* t,
+                                             int64_t n_samples, Acc (*w)[kMaxDegree + 1][kSampleBlock]) {
+  const int n = rows.degree;
+  constexpr int lanes = kSampleBlock;  // all of them (a fixed trip count vectorises best); padding gets t = 0
+  double ts[kSampleBlock], power[kSampleBlock], row[kMaxDegree + 2][kSampleBlock];
+  for (int s = 0; s < lanes; ++s) ts[s] = s < n_samples ? t[s] : 0.0;
+  for (int k = 0; k < K; ++k) {
+    const int ord = orders[k], m = n - ord;
+    if (m < 0) {
+      for (int i = 0; i <= n; ++i)
+        for (int s = 0; s < lanes; ++s) w[k][i][s] = Acc(0);
+      continue;
+    }
+    double falling = 1.0;
+    for (int step = 1; step <= ord; ++step) falling *= static_cast<double>(n - step + 1);
+    for (int s = 0; s < lanes; ++s) power[s] = 1.0;  // t^l
+    for (int l = 0; l <= m; ++l) {
+      const double c = rows.c[ord][l] * falling;
+      for (int s = 0; s < lanes; ++s) {
+        row[l][s] = c * power[s];
+        power[s] *= ts[s];
+      }
+    }
+    for (int s = 0; s < lanes; ++s) power[s] = 1.0;  // (1 - t)^(m - l)
+    if (ord == 0) {
+      for (int l = m; l >= 0; --l)
+        for (int s = 0; s < lanes; ++s) {
+          w[k][l][s] = static_cast<Acc>(row[l][s] * power[s]);
+          power[s] *= 1.0 - ts[s];
+        }
+      continue;
+    }
+    for (int l = m; l >= 0; --l)
+      for (int s = 0; s < lanes; ++s) {
+        row[l][s] *= power[s];
+        power[s] *= 1.0 - ts[s];
+      }
+    // ord differences d[i] = b[i-1] - b[i] (b[-1] = b[top] = 0); the last one straight into w
+    for (int step = 1; step <= ord; ++step) {
+      const int top = m + step;  // row[top] is 0 before this step
+      for (int s = 0; s < lanes; ++s) row[top][s] = 0.0;
+      if (step < ord) {
+        for (int i = top; i > 0; --i)
+          for (int s = 0; s < lanes; ++s) row[i][s] = row[i - 1][s] - row[i][s];
+        for (int s = 0; s < lanes; ++s) row[0][s] = -row[0][s];
+      } else {
+        for (int i = top; i > 0; --i)
+          for (int s = 0; s < lanes; ++s) w[k][i][s] = static_cast<Acc>(row[i - 1][s] - row[i][s]);
+        for (int s = 0; s < lanes; ++s) w[k][0][s] = static_cast<Acc>(-row[0][s]);
+      }
+    }
+  }
+}
+
+#ifdef BEZIER_AVX2_DISPATCH
+// The same, compiled for AVX2 + FMA (4 float64 lanes instead of SSE2's 2), chosen at run time.
+template <typename Acc, int K>
+__attribute__((target("avx2,fma"))) void block_weights_avx2(const BinomialRows& rows, const int* orders,
+                                                           const double* t, int64_t n_samples,
+                                                           Acc (*w)[kMaxDegree + 1][kSampleBlock]) {
+  block_weights_body<Acc, K>(rows, orders, t, n_samples, w);
+}
+
+inline bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+template <typename Acc, int K>
+void block_weights(const BinomialRows& rows, const int* orders, const double* t, int64_t n_samples,
+                   Acc (*w)[kMaxDegree + 1][kSampleBlock]) {
+#ifdef BEZIER_AVX2_DISPATCH
+  if (cpu_has_avx2()) return block_weights_avx2<Acc, K>(rows, orders, t, n_samples, w);
+#endif
+  block_weights_body<Acc, K>(rows, orders, t, n_samples, w);
+}
+
 // Weights of K orders for a block of consecutive samples, cast to the accumulation type:
 // w[k][i][s] = w_{orders[k]}(t[s])[i]. Same arithmetic as bezier_weights (exact at t = 0, 1),
 // in float64, with every loop running across the block's samples.
@@ -86,59 +175,9 @@ struct BlockWeights {
 
   bool holds(int64_t b) const { return b >= first && b < first + count; }
 
-  // Weights of samples [b0, b0 + n_samples), n_samples in 1..kSampleBlock. The factor n!/(n-k)! is
-  // folded into the binomials and the last difference writes w directly: 2 + k passes over the rows.
+  // Weights of samples [b0, b0 + n_samples), n_samples in 1..kSampleBlock (see block_weights).
   void compute(const BinomialRows& rows, const int* orders, const double* t, int64_t b0, int64_t n_samples) {
-    const int n = rows.degree;
-    const int lanes = static_cast<int>((n_samples + 3) & ~int64_t(3));  // padded lanes get t = 0
-    double ts[kSampleBlock], power[kSampleBlock], row[kMaxDegree + 2][kSampleBlock];
-    for (int s = 0; s < lanes; ++s) ts[s] = s < n_samples ? t[b0 + s] : 0.0;
-    for (int k = 0; k < K; ++k) {
-      const int ord = orders[k], m = n - ord;
-      if (m < 0) {
-        for (int i = 0; i <= n; ++i)
-          for (int s = 0; s < lanes; ++s) w[k][i][s] = Acc(0);
-        continue;
-      }
-      double falling = 1.0;
-      for (int step = 1; step <= ord; ++step) falling *= static_cast<double>(n - step + 1);
-      for (int s = 0; s < lanes; ++s) power[s] = 1.0;  // t^l
-      for (int l = 0; l <= m; ++l) {
-        const double c = rows.c[ord][l] * falling;
-        for (int s = 0; s < lanes; ++s) {
-          row[l][s] = c * power[s];
-          power[s] *= ts[s];
-        }
-      }
-      for (int s = 0; s < lanes; ++s) power[s] = 1.0;  // (1 - t)^(m - l)
-      if (ord == 0) {
-        for (int l = m; l >= 0; --l)
-          for (int s = 0; s < lanes; ++s) {
-            w[k][l][s] = static_cast<Acc>(row[l][s] * power[s]);
-            power[s] *= 1.0 - ts[s];
-          }
-        continue;
-      }
-      for (int l = m; l >= 0; --l)
-        for (int s = 0; s < lanes; ++s) {
-          row[l][s] *= power[s];
-          power[s] *= 1.0 - ts[s];
-        }
-      // ord differences d[i] = b[i-1] - b[i] (b[-1] = b[top] = 0); the last one straight into w
-      for (int step = 1; step <= ord; ++step) {
-        const int top = m + step;  // row[top] is 0 before this step
-        for (int s = 0; s < lanes; ++s) row[top][s] = 0.0;
-        if (step < ord) {
-          for (int i = top; i > 0; --i)
-            for (int s = 0; s < lanes; ++s) row[i][s] = row[i - 1][s] - row[i][s];
-          for (int s = 0; s < lanes; ++s) row[0][s] = -row[0][s];
-        } else {
-          for (int i = top; i > 0; --i)
-            for (int s = 0; s < lanes; ++s) w[k][i][s] = static_cast<Acc>(row[i - 1][s] - row[i][s]);
-          for (int s = 0; s < lanes; ++s) w[k][0][s] = static_cast<Acc>(-row[0][s]);
-        }
-      }
-    }
+    block_weights<Acc, K>(rows, orders, t + b0, n_samples, w);
     first = b0;
     count = n_samples;
   }
@@ -231,6 +270,42 @@ constexpr int width_of() {
 // The last sample whose tiles lie in [begin, end): the end of a chunk's weight blocks.
 inline int64_t last_sample(const Tiling& tiling, int64_t end) { return tiling.sample(end - 1); }
 
+// Small D (kD > 0, one tile per sample): acc[k][j][s] = B^(orders[k])(t) of sample bw.first + s at
+// feature j, for the block's samples s < bw.count; every loop runs across the block's samples (one
+// SIMD lane each), the features unrolled.
+template <int kD, typename T, typename Acc, int K>
+inline void combine_block(const ControlPoints<const T>& P, const BlockWeights<Acc, K>& bw,
+                          Acc (&acc)[K][kD][kSampleBlock]) {
+  const int n = P.degree, count = static_cast<int>(bw.count);
+  for (int i = 0; i <= n; ++i) {
+    const T* __restrict__ p = P.point(bw.first, i);
+    const int64_t stride = i == 0 ? P.x0_batch_stride : i == n ? P.x1_batch_stride : P.guides_batch_stride;
+    for (int k = 0; k < K; ++k) {
+      const Acc* __restrict__ w = bw.w[k][i];
+      Acc(*__restrict__ a)[kSampleBlock] = acc[k];
+      if (i == 0) {
+#pragma omp simd
+        for (int s = 0; s < count; ++s)
+          for (int j = 0; j < kD; ++j) a[j][s] = w[s] * static_cast<Acc>(p[s * stride + j]);
+      } else {
+#pragma omp simd
+        for (int s = 0; s < count; ++s)
+          for (int j = 0; j < kD; ++j) a[j][s] += w[s] * static_cast<Acc>(p[s * stride + j]);
+      }
+    }
+  }
+}
+
+// Runs f(bw) for consecutive blocks of at most kSampleBlock samples in [begin, end), weights computed.
+template <typename Acc, int K, typename F>
+inline void for_each_block(const BinomialRows& rows, const int* orders, const double* t, int64_t begin, int64_t end,
+                           BlockWeights<Acc, K>& bw, F&& f) {
+  for (int64_t b0 = begin; b0 < end; b0 += kSampleBlock) {
+    bw.compute(rows, orders, t, b0, std::min<int64_t>(kSampleBlock, end - b0));
+    f();
+  }
+}
+
 // out[k][b, d] = sum_i w_{orders[k]}(t_b)[i] * P_i[b, d];  each out[k] is [B, D], contiguous.
 // kD: D at compile time (0: any D; see dispatch_features).
 template <typename T, typename Acc, int K, int kD = 0, typename ParallelFor>
@@ -241,6 +316,20 @@ void path_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
   fill_binomial_rows(P.degree, rows);
   parallel_for(0, tiling.count(), tiling.grain(), [&](int64_t begin, int64_t end) {
     BlockWeights<Acc, K> bw;
+    if constexpr (kD > 0) {  // one tile per sample: blocks of samples, vectorised across them
+      for_each_block(rows, orders, t, begin, end, bw, [&] {
+        Acc acc[K][kD][kSampleBlock];
+        combine_block<kD>(P, bw, acc);
+        const int count = static_cast<int>(bw.count);
+        for (int k = 0; k < K; ++k) {
+          T* __restrict__ o = out[k] + bw.first * kD;
+#pragma omp simd
+          for (int s = 0; s < count; ++s)
+            for (int j = 0; j < kD; ++j) o[s * kD + j] = static_cast<T>(acc[k][j][s]);
+        }
+      });
+      return;
+    }
     const int64_t last = last_sample(tiling, end);
     tiling.for_each(begin, end, [&](int64_t, int64_t b, int64_t d0, int64_t len) {
       bw.ensure(rows, orders, t, b, last);
@@ -341,6 +430,36 @@ void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
   const int orders[2] = {target == Target::kVelocity ? 1 : 0, target == Target::kVelocity ? 2 : 1};
   parallel_for(0, tiling.count(), tiling.grain(), [&](int64_t begin, int64_t end) {
     BlockWeights<Acc, K> bw;
+    if constexpr (kD > 0) {  // one tile per sample: blocks of samples, vectorised across them
+      for_each_block(rows, orders, t, begin, end, bw, [&] {
+        Acc acc[K][kD][kSampleBlock];
+        combine_block<kD>(P, bw, acc);
+        const int64_t b0 = bw.first;
+        const int count = static_cast<int>(bw.count);
+        const T* __restrict__ pr = pred + b0 * pred_batch_stride;
+        const T* __restrict__ x1 = P.x1 + b0 * P.x1_batch_stride;
+        const int64_t x1_stride = P.x1_batch_stride;
+        T* __restrict__ out = resid + b0 * kD;
+#pragma omp simd
+        for (int s = 0; s < count; ++s) {
+          const Acc mult = out_scale ? static_cast<Acc>(out_scale[b0 + s]) : Acc(1);
+          const Acc one_minus_t = static_cast<Acc>(1.0 - t[b0 + s]);
+          Acc sq = Acc(0), rdt = Acc(0);
+          for (int j = 0; j < kD; ++j) {
+            const Acc v = static_cast<Acc>(pr[s * pred_batch_stride + j]);
+            const Acc r = target == Target::kVelocity
+                              ? v - acc[0][j][s]
+                              : acc[0][j][s] + one_minus_t * v - static_cast<Acc>(x1[s * x1_stride + j]);
+            out[s * kD + j] = static_cast<T>(mult * r);
+            sq += r * r;
+            if (kDt) rdt += target == Target::kVelocity ? -r * acc[K - 1][j][s] : r * (acc[K - 1][j][s] - v);
+          }
+          sq_partial[b0 + s] = static_cast<double>(sq);
+          rdt_partial[b0 + s] = static_cast<double>(rdt);
+        }
+      });
+      return;
+    }
     const int64_t last = last_sample(tiling, end);
     tiling.for_each(begin, end, [&](int64_t tile, int64_t b, int64_t d0, int64_t len) {
       bw.ensure(rows, orders, t, b, last);
@@ -373,6 +492,19 @@ template <typename Acc, typename ParallelFor>
 void loss_finish(const LossOutputs<Acc>& out, int64_t B, int64_t D, const double* sq_partial,
                  const double* rdt_partial, ParallelFor&& parallel_for) {
   const int64_t per_sample = Tiling(B, D).tiles_per_sample;
+  if (out.kind == Loss::kMse && per_sample == 1 && D > 0) {  // the common case without a division per sample
+    const double inv = 1.0 / static_cast<double>(D), two_inv = 2.0 * inv;
+    parallel_for(0, B, 4096, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t b = begin; b < end; ++b) {
+        const double m = out.row_weight ? out.row_weight[b] : 1.0;
+        out.loss[b] = static_cast<Acc>(sq_partial[b] * inv);
+        out.scale[b] = static_cast<Acc>(m * two_inv);
+        if (out.dt) out.dt[b] = static_cast<Acc>(m * two_inv * rdt_partial[b]);
+      }
+    });
+    return;
+  }
   parallel_for(0, B, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       double sq = 0.0, rdt = 0.0;
