@@ -10,8 +10,8 @@ Backends (SPEC section 3):
 `python -m benchmarks.gpu_check` from its measurements: bezier_kernels/auto_table.json, or the file
 named by BEZIER_KERNELS_AUTO_TABLE), its fastest backend for the device type, op, dtype and size
 class; else the first available entry of AUTO_PREFERENCE for the inputs' device and the op. The
-fused backends cover degrees up to MAX_KERNEL_DEGREE and "auto" uses "torch" above that. An explicit backend that cannot run on the
-inputs is a ValueError, never a silent fallback.
+fused backends cover degrees up to MAX_KERNEL_DEGREE and "auto" uses "torch" above that. An explicit
+backend that cannot run on the inputs is a ValueError, never a silent fallback.
 """
 from __future__ import annotations
 
@@ -148,13 +148,15 @@ def resolve_backend(backend: str, device: torch.device, degree: int, op: str, dt
         override = os.environ.get(ENV_VAR, "")
         if override and override != "auto":
             if override not in BACKENDS:
-                raise ValueError(f"environment variable {ENV_VAR} must be one of {BACKENDS} or 'auto', got {override!r}")
+                raise ValueError(f"environment variable {ENV_VAR} must be one of {BACKENDS} or 'auto', "
+                                 f"got {override!r}")
             backend = override
         else:
             table = auto_table()
             if table and dtype is not None and elements is not None:
                 name = table.get((device.type, op, str(dtype).removeprefix("torch."), size_class(elements)))
-                if name is not None and _runs_on(name, device.type) and (name == "torch" or degree <= MAX_KERNEL_DEGREE):
+                if name is not None and _runs_on(name, device.type) and (name == "torch"
+                                                                          or degree <= MAX_KERNEL_DEGREE):
                     return name
             for name in AUTO_PREFERENCE.get((device.type, op), ("torch",)):
                 if _runs_on(name, device.type) and (name == "torch" or degree <= MAX_KERNEL_DEGREE):

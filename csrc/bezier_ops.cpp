@@ -345,7 +345,8 @@ TORCH_LIBRARY(bezier_kernels, m) {
   // see FusedLossTensors in bezier_ops.h.
   m.def(
       "fused_loss(Tensor pred, Tensor x0, Tensor x1, Tensor? guides, Tensor t, Tensor? weight, str target, "
-      "str loss, float huber_c, str reduction, bool residual, bool t_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "str loss, float huber_c, str reduction, bool residual, bool t_grad) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(bezier_kernels, CPU, m) {
