@@ -80,7 +80,7 @@ def bezier_distill_loss(pred: Tensor, x0: Tensor, x1: Tensor, t: Tensor, guides:
         return reference.bezier_distill_loss(pred, x0, x1, t, guides, target=target, loss=loss,
                                              huber_c=huber_c, weight=weight, reduction=reduction)
     B, D = shape.batch, shape.num_features
-    c = reference.default_huber_c(D) if huber_c is None else float(huber_c)
+    c = 0.0 if loss != "pseudo_huber" else reference.default_huber_c(D) if huber_c is None else float(huber_c)
     g = None if guides is None else _features_flat(guides, (B, shape.degree - 1), D)
     # the kernel writes dL/dpred, unless gradients must reach the control points (then it keeps r)
     grad = torch.is_grad_enabled()

@@ -123,8 +123,13 @@ struct LossFunction : public torch::autograd::Function<LossFunction> {
     }
     ctx->mark_non_differentiable({out, weight_grad, scale, dt});
     ctx->set_materialize_grads(false);
-    ctx->save_for_backward({x0, x1, guides.value_or(Tensor()), t, weight.value_or(Tensor()), out, weight_grad,
-                            scale, dt});
+    // what the backward reads: the control points and the scale only with residual (and t for its
+    // dtype with t_grad); the rest saved as undefined tensors, which cost nothing
+    const Tensor none;
+    ctx->save_for_backward({residual ? x0 : none, residual ? x1 : none, residual ? guides.value_or(none) : none,
+                            residual || t_grad ? t : none, weight.value_or(none), out, weight_grad,
+                            residual ? scale : none, t_grad ? dt : none});
+    ctx->saved_data["has_guides"] = guides.has_value();
     ctx->saved_data["velocity"] = target == "velocity";
     ctx->saved_data["rowwise"] = reduction == "none";
     ctx->saved_data["residual"] = residual;
@@ -140,15 +145,19 @@ struct LossFunction : public torch::autograd::Function<LossFunction> {
                  &dt = s[8];
     const std::optional<Tensor> guides = maybe(s[2]);
     const bool velocity = ctx->saved_data["velocity"].toBool(), rowwise = ctx->saved_data["rowwise"].toBool();
+    const bool has_guides = ctx->saved_data["has_guides"].toBool();
     // gradient edges exist for the tensor arguments only: pred, x0, x1, guides?, t, weight?
-    const size_t t_edge = guides.has_value() ? 4 : 3;
+    const size_t t_edge = has_guides ? 4 : 3;
     const bool need_pred = ctx->needs_input_grad(0), need_x0 = ctx->needs_input_grad(1);
-    const bool need_x1 = ctx->needs_input_grad(2), need_guides = guides.has_value() && ctx->needs_input_grad(3);
+    const bool need_x1 = ctx->needs_input_grad(2), need_guides = has_guides && ctx->needs_input_grad(3);
     const bool need_t = ctx->needs_input_grad(t_edge);
     const bool need_weight = weight.defined() && ctx->needs_input_grad(t_edge + 1);
     const bool need_points = need_x0 || need_x1 || need_guides;
     const Tensor& upstream = grad;  // [] (mean, sum) or [B] (none): each sample's factor, by broadcasting
-    if (need_t) out[5] = (upstream * dt).to(t.scalar_type());
+    if (need_t) {
+      TORCH_CHECK(dt.defined(), "bezier_kernels::fused_loss: a gradient for t needs t_grad=True");
+      out[5] = (upstream * dt).to(t.scalar_type());
+    }
     if (need_weight) out[6] = (upstream * weight_grad).to(weight.scalar_type());
     if (!ctx->saved_data["residual"].toBool()) {
       TORCH_CHECK(!need_points, "bezier_kernels::fused_loss: gradients for x0, x1 or guides need residual=True");
