@@ -152,10 +152,11 @@ struct LossOutputs {
   Acc* scale;
   Acc* dt;
   const double* row_weight;
+  double row_factor = 1.0;  // times every m_b (1 / B for a mean when row_weight is null)
 
   BZ_HD void write(int64_t b, int64_t D, double sq, double rdt) const {
     const LossSample s = finish_loss(kind, D, huber_c, sq, rdt);
-    const double m = row_weight ? row_weight[b] : 1.0;
+    const double m = (row_weight ? row_weight[b] : 1.0) * row_factor;
     loss[b] = static_cast<Acc>(s.loss);
     scale[b] = static_cast<Acc>(m * s.scale);
     if (dt) dt[b] = static_cast<Acc>(m * s.dt);

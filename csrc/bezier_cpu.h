@@ -497,7 +497,7 @@ void loss_finish(const LossOutputs<Acc>& out, int64_t B, int64_t D, const double
     parallel_for(0, B, 4096, [&](int64_t begin, int64_t end) {
 #pragma omp simd
       for (int64_t b = begin; b < end; ++b) {
-        const double m = out.row_weight ? out.row_weight[b] : 1.0;
+        const double m = (out.row_weight ? out.row_weight[b] : 1.0) * out.row_factor;
         out.loss[b] = static_cast<Acc>(sq_partial[b] * inv);
         out.scale[b] = static_cast<Acc>(m * two_inv);
         if (out.dt) out.dt[b] = static_cast<Acc>(m * two_inv * rdt_partial[b]);

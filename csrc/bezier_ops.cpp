@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "bezier_cpu.h"
@@ -265,17 +266,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_los
   const int64_t B = shape.batch, D = shape.features;
   const std::vector<double> t64 = cpu_doubles(t);
   const double factor = red == Reduction::kMean && B > 0 ? 1.0 / static_cast<double>(B) : 1.0;
-  std::vector<double> m = weight.has_value() ? cpu_doubles(*weight) : std::vector<double>(B, 1.0);
-  for (double& v : m) v *= factor;  // m_b: sample b's factor in the reduced loss
+  // m_b = row_weight_b * row_factor, sample b's factor in the reduced loss (no array without weights)
+  std::vector<double> row_weight = weight.has_value() ? cpu_doubles(*weight) : std::vector<double>();
+  const double* w = row_weight.empty() ? nullptr : row_weight.data();
+  auto m = [&](int64_t b) { return (w ? w[b] : 1.0) * factor; };
   // mse: dL/dr = m_b (2 / D) r is known before the pass, so the kernel writes dL/dpred directly
   std::vector<double> out_scale;
   if (!residual && kind == Loss::kMse && D > 0) {
     out_scale.resize(B);
-    for (int64_t b = 0; b < B; ++b) out_scale[b] = m[b] * pred_factor(tgt, t64[b]) * (2.0 / static_cast<double>(D));
+    for (int64_t b = 0; b < B; ++b) out_scale[b] = m(b) * pred_factor(tgt, t64[b]) * (2.0 / static_cast<double>(D));
   }
   FusedLossTensors o = empty_fused_loss_outputs(pred, shape, red, t_grad);
   const int64_t tiles = cpu::Tiling(B, D).count();
-  std::vector<double> sq(tiles), rdt(tiles);
+  const std::unique_ptr<double[]> partials(new double[2 * tiles]);  // uninitialised: every tile writes its entries
+  double* const sq = partials.get();
+  double* const rdt = sq + tiles;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "bezier_fused_loss", [&] {
     using Acc = at::opmath_type<scalar_t>;
     const auto P = control_points<scalar_t>(x0, x1, guides, shape.degree);
@@ -284,8 +289,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_los
       cpu::dispatch_features<scalar_t>(D, [&](auto kD) {
         cpu::loss_forward<scalar_t, Acc, decltype(target_constant)::value, decltype(dt_constant)::value,
                           decltype(kD)::value>(P, t64.data(), B, D, pred.const_data_ptr<scalar_t>(), pred.stride(0),
-                                               out_scale.empty() ? nullptr : out_scale.data(), out, sq.data(),
-                                               rdt.data(), at_parallel_for);
+                                               out_scale.empty() ? nullptr : out_scale.data(), out, sq, rdt,
+                                               at_parallel_for);
       });
     };
     auto with_dt = [&](auto target_constant) {
@@ -301,8 +306,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_los
     Acc* per_sample = o.weight_grad.mutable_data_ptr<Acc>();
     const Acc* scale = o.scale.mutable_data_ptr<Acc>();
     cpu::loss_finish(LossOutputs<Acc>{kind, huber_c, per_sample, o.scale.mutable_data_ptr<Acc>(),
-                                      t_grad ? o.dt.mutable_data_ptr<Acc>() : nullptr, m.data()},
-                     B, D, sq.data(), rdt.data(), at_parallel_for);
+                                      t_grad ? o.dt.mutable_data_ptr<Acc>() : nullptr, w, factor},
+                     B, D, sq, rdt, at_parallel_for);
     if (!residual && kind == Loss::kPseudoHuber) {  // the row's scale needs its whole norm: a second pass
       at::parallel_for(0, B, std::max<int64_t>(1, 16384 / std::max<int64_t>(D, 1)), [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
@@ -317,9 +322,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_los
     for (int64_t b = 0; b < B; ++b) {
       const double l = static_cast<double>(per_sample[b]);
       if (red == Reduction::kNone)
-        value[b] = static_cast<scalar_t>(m[b] * l);
+        value[b] = static_cast<scalar_t>(m(b) * l);
       else
-        total += m[b] * l;
+        total += m(b) * l;
       per_sample[b] = static_cast<Acc>(factor * l);  // now dL/dweight_b
     }
     if (red != Reduction::kNone)
