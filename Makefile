@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install --quiet
 export MAX_JOBS ?= 2
 CSRC := $(wildcard csrc/*.h csrc/*.cpp csrc/*.cu csrc/*.cuh)
 
-.PHONY: setup demo test test-python lint ctest check-cuda bench clean sdist dist dist-check
+.PHONY: setup demo test test-python lint ctest check-cuda bench gpu-check clean sdist dist dist-check
 
 $(VENV)/.deps: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -84,6 +84,13 @@ dist-check: sdist
 
 bench: setup
 	$(PY) -m benchmarks.run --quick
+
+# On a GPU machine without network whose image brings torch with CUDA, Triton and pytest: install,
+# tests on CUDA, compute-sanitizer memcheck, trimmed GPU benchmarks, training step, auto table, in 9
+# minutes (benchmarks/gpu_check.py). Uses the image's python; `--dry-run` prints the plan anywhere.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) -m benchmarks.gpu_check
 
 clean:
 	rm -rf build dist bezier_kernels/_C*.so *.egg-info

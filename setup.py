@@ -50,7 +50,7 @@ def extensions():
         return [], {}
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
-    sources = [os.path.join(CSRC, name) for name in ("module.cpp", "bezier_ops.cpp")]
+    sources = [os.path.join(CSRC, name) for name in ("module.cpp", "bezier_ops.cpp", "bezier_autograd.cpp")]
     cxx_flags = ["-O3", "-g0", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     ext = CppExtension(
         "bezier_kernels._C",

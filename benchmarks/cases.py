@@ -16,7 +16,9 @@ compulsory: they are what a provider spends beyond the minimum.
 
 Providers: "eager" calls bezier_kernels.reference the way a flow codebase would; "compiled" is
 torch.compile(dynamic=False) of that same reference (specialised per shape: its strongest form);
-every fused backend available on the device goes through the public bezier_kernels functions.
+every fused backend available on the device goes through the public bezier_kernels functions; "mse"
+(loss forward+backward only) is a plain F.mse_loss(pred, target) of the same [B, D], the floor a
+fused loss is held to at small sizes (issue 18: at most 2x it).
 """
 from __future__ import annotations
 
@@ -141,8 +143,19 @@ def provider_functions(provider: str) -> tuple[Callable, Callable]:
             functools.partial(bk.bezier_distill_loss, backend=provider))
 
 
+def mse_call(s: InputSet) -> None:
+    """The "mse" baseline: a plain F.mse_loss(pred, target) forward and backward of the same [B, D]."""
+    s.pred.grad = None
+    torch.nn.functional.mse_loss(s.pred, s.x1).backward()
+
+
 def provider_call(provider: str, op: Op) -> Callable[[InputSet], object]:
-    """op with "eager", "compiled" (a fresh torch.compile of the reference) or a fused backend."""
+    """op with "eager", "compiled" (a fresh torch.compile of the reference), a fused backend, or (loss
+    forward+backward only) "mse", a plain F.mse_loss of the same [B, D]."""
+    if provider == "mse":
+        if not (op.is_loss and op.backward):
+            raise ValueError("the mse baseline exists for the loss forward+backward ops only")
+        return mse_call
     path_fn, loss_fn = provider_functions(provider)
     if provider == "compiled":
         torch._dynamo.reset()  # every case compiles afresh: no recompile limit, compile time is this case's

@@ -23,7 +23,7 @@ import bezier_kernels as bk
 
 ROW_FIELDS = ("op", "degree", "batch", "features", "dtype", "provider", "sets", "repeats", "median_ms", "min_ms",
               "max_ms", "first_call_ms", "traffic_bytes", "gbps", "copy_fraction", "vs_eager", "vs_compiled",
-              "peak_extra_bytes", "peak_extra_tensors", "error")
+              "peak_extra_bytes", "peak_extra_tensors", "error", "vs_mse", "operators")
 TRAIN_FIELDS = ("case", "provider", "batch", "features", "hidden", "layers", "degree", "parameters", "repeats",
                 "median_ms", "min_ms", "max_ms", "first_call_ms", "vs_eager", "vs_compiled", "error")
 
@@ -92,15 +92,20 @@ def default_out_dir(env: dict) -> Path:
 
 
 def add_speedups(rows: list[dict], key_fields: tuple[str, ...]) -> None:
-    """vs_eager / vs_compiled = the eager / compiled median over the row's median, among rows with equal key_fields."""
+    """vs_eager / vs_compiled / vs_mse = the eager / compiled / plain-mse median over the row's median, among
+    rows with equal key_fields."""
     medians = {(tuple(r[k] for k in key_fields), r["provider"]): r["median_ms"] for r in rows if not r["error"]}
     for r in rows:
         if r["error"]:
             continue
         key = tuple(r[k] for k in key_fields)
-        for field, provider in (("vs_eager", "eager"), ("vs_compiled", "compiled")):
+        for field, provider in (("vs_eager", "eager"), ("vs_compiled", "compiled"), ("vs_mse", "mse")):
             base = medians.get((key, provider))
             r[field] = base / r["median_ms"] if base is not None else None
+
+
+# providers that are references, not candidates: the eager reference, torch.compile of it, plain mse_loss
+BASELINES = ("eager", "compiled", "mse")
 
 
 # ----------------------------------------------------------------------------- targets
@@ -110,22 +115,28 @@ class Target:
 
     ops: tuple[str, ...]
     vs_eager: float
-    vs_compiled: float
+    vs_compiled: float | None
     max_degree: int = 64
     min_elements: int = 0
     dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")
     copy_fraction: float | None = None
     max_peak_tensors: float | None = None
+    vs_mse: float | None = None  # plain F.mse_loss fwd+bwd time over the row's: 0.5 = "at most 2x mse"
+    max_elements: int | None = None
+    degrees: tuple[int, ...] | None = None
 
     def applies(self, row: dict) -> bool:
+        elements = row["batch"] * row["features"]
         return (row["op"] in self.ops and row["degree"] <= self.max_degree and row["dtype"] in self.dtypes
-                and row["batch"] * row["features"] >= self.min_elements)
+                and elements >= self.min_elements and (self.max_elements is None or elements <= self.max_elements)
+                and (self.degrees is None or row["degree"] in self.degrees))
 
     def verdict(self, row: dict) -> str:
         """"met", or "MISSED: ..." naming each miss; comparisons that did not run are named too."""
         misses, unmeasured = [], []
-        for field, goal in (("vs_eager", self.vs_eager), ("vs_compiled", self.vs_compiled)):
-            if row[field] is None:
+        goals = (("vs_eager", self.vs_eager), ("vs_compiled", self.vs_compiled), ("vs_mse", self.vs_mse))
+        for field, goal in ((f, g) for f, g in goals if g is not None):
+            if row.get(field) is None:
                 unmeasured.append(field.replace("_", " "))
             elif row[field] < goal:
                 misses.append(f"{field.replace('_', ' ')} {row[field]:.2f}x < {goal}x")
@@ -138,9 +149,14 @@ class Target:
 
 
 _LOSS_FWD_BWD = tuple(f"loss_fwd_bwd:{t}:{l}" for t in ("velocity", "endpoint") for l in ("mse", "pseudo_huber"))
+# issue 18: the sizes flow codebases train toys at (256x2, 4096x2, 256x64), degree 3
+_SMALL = {"min_elements": 512, "max_elements": 1 << 14, "degrees": (3,)}
 TARGETS = {
     # issue 6: cpp >= 3x eager and >= 1.2x compiled, position+velocity at every degree and loss fwd+bwd
-    "cpu": (Target(("position+velocity",) + _LOSS_FWD_BWD, vs_eager=3.0, vs_compiled=1.2),),
+    # (bandwidth-bound sizes); issue 18: >= 3x eager at small sizes, the loss at most 2x a plain mse_loss
+    "cpu": (Target(("position+velocity",) + _LOSS_FWD_BWD, vs_eager=3.0, vs_compiled=1.2, min_elements=1 << 20),
+            Target(("position+velocity",), vs_eager=3.0, vs_compiled=None, **_SMALL),
+            Target(_LOSS_FWD_BWD, vs_eager=3.0, vs_compiled=None, vs_mse=0.5, **_SMALL)),
     # issues 3 and 4: position+velocity at degree 1..16, B*D >= 16M float32: >= 85% of copy bandwidth,
     # 2.5x eager, 1.3x compiled; loss fwd+bwd 3x eager, 1.3x compiled, peak extra <= one [B, *F]
     "cuda": (Target(("position+velocity",), vs_eager=2.5, vs_compiled=1.3, max_degree=16, min_elements=1 << 24,
@@ -171,17 +187,17 @@ def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
 
 def op_table(rows: Sequence[dict]) -> str:
     header = ("op", "degree", "BxD", "dtype", "provider", "median ms", "min-max ms", "GB/s", "of copy",
-              "vs eager", "vs compiled", "peak extra MB", "peak [B,D]")
+              "vs eager", "vs compiled", "peak extra MB", "peak [B,D]", "operators")
     lines = []
     for r in rows:
         if r["error"]:
             lines.append((r["op"], str(r["degree"]), _size(r), r["dtype"], r["provider"], "error: " + r["error"][:60])
-                         + ("",) * 7)
+                         + ("",) * 8)
             continue
         lines.append((r["op"], str(r["degree"]), _size(r), r["dtype"], r["provider"], fmt(r["median_ms"]),
                       f"{fmt(r['min_ms'])}-{fmt(r['max_ms'])}", fmt(r["gbps"]), fmt(r["copy_fraction"], 2),
                       fmt(r["vs_eager"]), fmt(r["vs_compiled"]), fmt(r["peak_extra_bytes"] / 1e6),
-                      fmt(r["peak_extra_tensors"])))
+                      fmt(r["peak_extra_tensors"]), fmt(r.get("operators"))))
     return _table(header, lines)
 
 
@@ -195,18 +211,28 @@ def _spread(row: dict | None) -> str:
 def target_table(rows: Sequence[dict], device_type: str) -> str:
     """One line per fused row under a target: the three providers' times, the ratios, the verdict."""
     header = ("op", "degree", "BxD", "dtype", "provider", "ms median (min-max)", "eager ms", "compiled ms",
-              "vs eager", "vs compiled", "GB/s", "of copy", "peak [B,D]", "target")
+              "vs eager", "vs compiled", "GB/s", "of copy", "peak [B,D]", "mse ms", "vs mse", "target")
     by_case = {(r["op"], r["degree"], r["batch"], r["features"], r["dtype"], r["provider"]): r for r in rows}
     lines = []
     for target in TARGETS.get(device_type, ()):
         for r in rows:
-            if r["provider"] in ("eager", "compiled") or r["error"] or not target.applies(r):
+            if r["provider"] in BASELINES or r["error"] or not target.applies(r):
                 continue
             key = (r["op"], r["degree"], r["batch"], r["features"], r["dtype"])
             lines.append((r["op"], str(r["degree"]), _size(r), r["dtype"], r["provider"], _spread(r),
                           _spread(by_case.get(key + ("eager",))), _spread(by_case.get(key + ("compiled",))),
                           fmt(r["vs_eager"]), fmt(r["vs_compiled"]), fmt(r["gbps"]), fmt(r["copy_fraction"], 2),
-                          fmt(r["peak_extra_tensors"]), target.verdict(r)))
+                          fmt(r["peak_extra_tensors"]), _spread(by_case.get(key + ("mse",))), fmt(r.get("vs_mse")),
+                          target.verdict(r)))
+    return _table(header, lines)
+
+
+def host_table(rows: Sequence[dict], max_elements: int = 64) -> str:
+    """The host-overhead rows (tiny tensors: the time is the host's): median us and operators per call."""
+    header = ("op", "degree", "BxD", "provider", "median us", "vs eager", "operators per call")
+    lines = [(r["op"], str(r["degree"]), _size(r), r["provider"], fmt(r["median_ms"] * 1e3), fmt(r["vs_eager"]),
+              fmt(r.get("operators"))) for r in rows
+             if not r["error"] and r["batch"] * r["features"] <= max_elements]
     return _table(header, lines)
 
 
@@ -239,6 +265,9 @@ def markdown(result: dict) -> str:
              f"Command: `{result['command']}`", ""]
     if TARGETS.get(env["device_type"]):
         parts += ["## Targets", "", target_table(result["rows"], env["device_type"]), ""]
+    host = host_table(result["rows"])
+    if host.count("\n") > 1:
+        parts += ["## Host overhead (tiny tensors)", "", host, ""]
     if result["train_step"]:
         parts += ["## Training step (forward, loss, backward, AdamW)", "", train_table(result["train_step"]), ""]
     parts += ["## Every op", "", op_table(result["rows"]), ""]

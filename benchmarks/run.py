@@ -23,7 +23,8 @@ import torch
 from . import report
 from .cases import DTYPES, OPS, InputSet, Op, fused_backends, make_input_sets, provider_call
 from .memory import peak_extra_bytes
-from .timing import copy_bandwidth, first_call_ms, time_call
+from .dispatch import operators
+from .timing import Timing, copy_bandwidth, first_call_ms, time_call, time_interleaved
 from .train_step import TrainCase, run_case, train_providers
 
 Size = tuple[int, int]
@@ -48,6 +49,10 @@ class Preset:
     train_cases: tuple[TrainCase, ...]
     rotation_bytes: int  # inputs cycled per timing loop: well beyond the last-level cache
     copy_bytes: int  # buffer size of the copy-bandwidth probe
+    # sizes with at most this many elements per [B, D] are timed with every provider interleaved, call by
+    # call, small_repeats times (one call is microseconds: the host's cost, sensitive to other load)
+    interleave_elements: int = 1 << 16
+    small_repeats: int = 300
 
     def compiles(self, op: str, size: Size, dtype: str) -> bool:
         return all(allowed is None or value in allowed for value, allowed in
@@ -58,7 +63,9 @@ DEGREES = (1, 2, 3, 5, 8, 16, 32)
 PRESETS = {
     # 2-core CPU: a latency-bound and a bandwidth-bound size (8 MB per [B, D] float32 tensor, under
     # glibc's 32 MB mmap threshold); compile only where the issue's CPU targets need it.
-    "quick": Preset(ops=tuple(OPS), degrees=DEGREES, sizes=((256, 64), (2048, 1024)), dtypes=("float32",),
+    # Plus issue 18's small sizes (256x2, 4096x2, 256x64) and a host-overhead row (8x4: tiny tensors).
+    "quick": Preset(ops=tuple(OPS), degrees=DEGREES, sizes=((8, 4), (256, 2), (4096, 2), (256, 64), (2048, 1024)),
+                    dtypes=("float32",),
                     repeats=10, warmup=2, compile_ops=_COMPILE_OPS,
                     compile_sizes=((2048, 1024),), compile_dtypes=("float32",),
                     train_cases=(TrainCase("mlp2d", features=2, hidden=256, layers=3, batch=4096),
@@ -73,6 +80,13 @@ PRESETS = {
                    train_cases=(TrainCase("mlp2d", features=2, hidden=512, layers=3, batch=65536),
                                 TrainCase("digits64", features=64, hidden=1024, layers=4, batch=8192)),
                    rotation_bytes=512 << 20, copy_bytes=1 << 30),
+    # benchmarks.gpu_check: the full preset trimmed to about two minutes on a GPU (degree 3, four sizes
+    # from host-bound to 64M elements, float32 and bfloat16; torch.compile at the largest size only)
+    "gpu-check": Preset(ops=("position+velocity", "loss_fwd:velocity:mse") + _COMPILE_OPS[1:], degrees=(3,),
+                        sizes=((256, 64), (4096, 2), (16384, 1024), (65536, 1024)), dtypes=("float32", "bfloat16"),
+                        repeats=30, warmup=5, compile_ops=_COMPILE_OPS, compile_sizes=((65536, 1024),),
+                        compile_dtypes=("float32",), train_cases=(), rotation_bytes=512 << 20, copy_bytes=1 << 30,
+                        small_repeats=100),
 }
 
 
@@ -81,20 +95,25 @@ def _log(message: str) -> None:
 
 
 def measure(op: Op, provider: str, sets: list[InputSet], degree: int, dtype: str, preset: Preset,
-            device: torch.device) -> dict:
-    """One row: timing, traffic and peak extra memory of op with provider (errors are recorded)."""
+            device: torch.device, timing: Timing | None = None, call=None) -> dict:
+    """One row: timing (measured here unless given), operators per call, traffic and peak extra memory
+    of op with provider (errors are recorded)."""
     x0 = sets[0].x0
     batch, features = x0.shape
     row = {"op": op.name, "degree": degree, "batch": batch, "features": features, "dtype": dtype,
            "provider": provider, "sets": len(sets), "repeats": preset.repeats, "median_ms": None, "min_ms": None,
            "max_ms": None, "first_call_ms": None, "gbps": None, "copy_fraction": None, "vs_eager": None,
            "vs_compiled": None, "peak_extra_bytes": None, "peak_extra_tensors": None, "error": "",
-           "traffic_bytes": op.traffic_bytes(batch, features, degree, x0.element_size())}
+           "traffic_bytes": op.traffic_bytes(batch, features, degree, x0.element_size()), "vs_mse": None,
+           "operators": None}
     try:
-        call = provider_call(provider, op)
-        row["first_call_ms"] = first_call_ms(call, sets[0], device)
-        timing = time_call(call, sets, repeats=preset.repeats, warmup=preset.warmup, device=device)
-        row.update(median_ms=timing.median, min_ms=timing.min, max_ms=timing.max)
+        if call is None:
+            call = provider_call(provider, op)
+            row["first_call_ms"] = first_call_ms(call, sets[0], device)
+        if timing is None:
+            timing = time_call(call, sets, repeats=preset.repeats, warmup=preset.warmup, device=device)
+        row.update(median_ms=timing.median, min_ms=timing.min, max_ms=timing.max, repeats=len(timing.samples_ms))
+        row["operators"] = len(operators(lambda: call(sets[0])))
         sets[0].pred.grad = None  # the gradient a step would allocate is part of the peak
         row["peak_extra_bytes"] = peak_extra_bytes(call, sets[0], device)
         row["peak_extra_tensors"] = row["peak_extra_bytes"] / (batch * features * x0.element_size())
@@ -105,6 +124,37 @@ def measure(op: Op, provider: str, sets: list[InputSet], degree: int, dtype: str
     return row
 
 
+def _measures(provider: str, op: Op, preset: Preset, size: Size, dtype: str) -> bool:
+    """Whether the sweep has a row for provider at this op and size (compile and mse baselines are partial)."""
+    if provider == "compiled":
+        return preset.compiles(op.name, size, dtype)
+    return provider != "mse" or (op.is_loss and op.backward)
+
+
+class _Call:
+    """A provider's call with its first-call time (compile and warm-up cost)."""
+
+    def __init__(self, fn, first_input, device: torch.device):
+        self.fn = fn
+        self.first_call_ms = first_call_ms(fn, first_input, device)
+
+    def __call__(self, s: InputSet):
+        return self.fn(s)
+
+
+def _interleaved(op: Op, providers: list[str], sets: list[InputSet], preset: Preset,
+                 device: torch.device) -> tuple[dict, dict]:
+    """Calls and timings of the providers that build, timed call by call in turn (errors left to measure)."""
+    calls = {}
+    for provider in providers:
+        try:
+            calls[provider] = _Call(provider_call(provider, op), sets[0], device)
+        except Exception:  # measure() records the error
+            pass
+    repeats = max(preset.repeats, preset.small_repeats)
+    return calls, time_interleaved(calls, sets, repeats=repeats, warmup=max(preset.warmup, 10), device=device)
+
+
 def run_ops(preset: Preset, providers: list[str], device: torch.device, copy_gbps: float) -> list[dict]:
     rows = []
     started = time.perf_counter()
@@ -113,10 +163,15 @@ def run_ops(preset: Preset, providers: list[str], device: torch.device, copy_gbp
             for degree in preset.degrees:
                 sets = make_input_sets(batch, features, degree, DTYPES[dtype], device, preset.rotation_bytes)
                 for op in (OPS[name] for name in preset.ops):
-                    for provider in providers:
-                        if provider == "compiled" and not preset.compiles(op.name, (batch, features), dtype):
-                            continue
-                        row = measure(op, provider, sets, degree, dtype, preset, device)
+                    names = [p for p in providers if _measures(p, op, preset, (batch, features), dtype)]
+                    calls, timings = {}, {}
+                    if batch * features <= preset.interleave_elements:
+                        calls, timings = _interleaved(op, names, sets, preset, device)
+                    for provider in names:
+                        row = measure(op, provider, sets, degree, dtype, preset, device, timings.get(provider),
+                                      calls.get(provider))
+                        if provider in calls:
+                            row["first_call_ms"] = calls[provider].first_call_ms
                         rows.append(row)
                         result = row["error"] or f"{row['median_ms']:.3f} ms ({row['min_ms']:.3f}-{row['max_ms']:.3f})"
                         _log(f"[{time.perf_counter() - started:6.0f} s] {op.name} n={degree} {batch}x{features} "
@@ -151,7 +206,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", nargs="+", type=_size, metavar="BxD")
     parser.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES))
     parser.add_argument("--providers", nargs="+", metavar="NAME",
-                        help="eager, compiled and fused backend names (default: all that run on the device)")
+                        help="eager, compiled, fused backend names and mse (default: all that run on the device)")
     parser.add_argument("--compile", choices=("preset", "all", "none"), default="preset",
                         help="where torch.compile runs: the preset's selection, every case, or nowhere")
     parser.add_argument("--repeats", type=int)
@@ -170,6 +225,8 @@ def _configure(args: argparse.Namespace, device: torch.device) -> tuple[Preset, 
     overrides = {k: tuple(v) for k, v in (("ops", args.ops), ("degrees", args.degrees), ("sizes", args.sizes),
                                            ("dtypes", args.dtypes)) if v}
     overrides.update({k: v for k, v in (("repeats", args.repeats), ("warmup", args.warmup)) if v is not None})
+    if args.repeats is not None:  # an explicit count holds for the interleaved small sizes too
+        overrides["small_repeats"] = args.repeats
     if args.copy_mb:
         overrides["copy_bytes"] = args.copy_mb << 20
     if args.compile == "all":
@@ -188,11 +245,11 @@ def _configure(args: argparse.Namespace, device: torch.device) -> tuple[Preset, 
         preset = replace(preset, dtypes=tuple(d for d in preset.dtypes if d != "bfloat16"))
 
     fused = fused_backends(device)
-    providers = args.providers or ["eager", "compiled"] + fused
-    unknown = set(providers) - {"eager", "compiled", *fused}
+    providers = args.providers or ["eager", "compiled"] + fused + ["mse"]
+    unknown = set(providers) - {"eager", "compiled", "mse", *fused}
     if unknown:
         raise SystemExit(f"providers {sorted(unknown)} do not run on {device.type} here; choose from "
-                         f"{['eager', 'compiled', *fused]}")
+                         f"{['eager', 'compiled', *fused, 'mse']}")
     if "compiled" not in providers:
         preset = replace(preset, compile_ops=())
     train = train_providers([p for p in providers if p in fused], compile_=args.compile != "none"

@@ -46,27 +46,43 @@ def first_call_ms(fn: Callable, inputs: object, device: torch.device) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
+def _time_one(fn: Callable, args: object, device: torch.device) -> float:
+    """Milliseconds of one call: device events on CUDA, wall-clock on the CPU."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(args)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn(args)
+    return (time.perf_counter() - t0) * 1e3
+
+
 def time_call(fn: Callable, inputs: Sequence, *, repeats: int = 15, warmup: int = 3,
               device: torch.device = torch.device("cpu")) -> Timing:
     """Times fn(inputs[i]) for i cycling over the input sets, after `warmup` untimed calls."""
     for i in range(warmup):
         fn(inputs[i % len(inputs)])
     synchronize(device)
-    samples = []
+    return Timing(tuple(_time_one(fn, inputs[i % len(inputs)], device) for i in range(repeats)))
+
+
+def time_interleaved(fns: dict[str, Callable], inputs: Sequence, *, repeats: int = 300, warmup: int = 10,
+                     device: torch.device = torch.device("cpu")) -> dict[str, Timing]:
+    """Like time_call for several providers at once, call by call in turn (each repeat times every
+    provider on the same input set), so load from elsewhere falls on all of them alike: for ratios
+    at small sizes, where one call takes microseconds."""
+    for i in range(warmup):
+        for fn in fns.values():
+            fn(inputs[i % len(inputs)])
+    synchronize(device)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(repeats):
-        args = inputs[i % len(inputs)]
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn(args)
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn(args)
-            samples.append((time.perf_counter() - t0) * 1e3)
-    return Timing(tuple(samples))
+        for name, fn in fns.items():
+            samples[name].append(_time_one(fn, inputs[i % len(inputs)], device))
+    return {name: Timing(tuple(v)) for name, v in samples.items()}
 
 
 @dataclass(frozen=True)

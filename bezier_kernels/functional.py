@@ -10,7 +10,10 @@ from . import _validate, backends, ops, reference
 
 
 def _features_flat(x: Tensor, leading: tuple[int, ...], num_features: int) -> Tensor:
-    """x [*leading, *F] as [*leading, D] with unit feature stride; a view whenever the layout allows."""
+    """x [*leading, *F] as [*leading, D] with unit feature stride; a view whenever the layout allows,
+    x itself (no op dispatched) when it is that already."""
+    if x.dim() == len(leading) + 1 and (num_features <= 1 or x.stride(-1) == 1):
+        return x
     y = x.reshape(leading + (num_features,))
     if num_features > 1 and y.stride(-1) != 1:
         y = y.contiguous()
@@ -23,6 +26,8 @@ def _fused_path(backend: str, x0: Tensor, x1: Tensor, guides: Tensor | None, t: 
     g = None if guides is None else _features_flat(guides, (B, shape.degree - 1), D)
     out = backends.kernel_ops(backend).path_fwd(
         _features_flat(x0, (B,), D), _features_flat(x1, (B,), D), g, t, list(orders))
+    if len(shape.features) == 1:
+        return tuple(out)
     return tuple(o.view((B,) + shape.features) for o in out)
 
 
@@ -37,7 +42,7 @@ def bezier(x0: Tensor, x1: Tensor, t: Tensor, guides: Tensor | None = None, *,
     """
     shape = _validate.check_path(x0, x1, t, guides)
     orders = _validate.check_orders(orders)
-    name = backends.resolve_backend(backend, x0.device, shape.degree, "path")
+    name = backends.resolve_backend(backend, x0.device, shape.degree, "path", x0.dtype, x0.numel())
     if name == "torch":
         return reference.bezier(x0, x1, t, guides, orders=orders)
     return _fused_path(name, x0, x1, guides, t, orders, shape)
@@ -48,7 +53,8 @@ def bezier_stacked(P: Tensor, t: Tensor, *, orders: Sequence[int] = (0, 1),
     """Like `bezier`, with the n+1 control points stacked: P [B, n+1, *F]. P is read in place (no copy)."""
     shape = _validate.check_stacked(P, t)
     orders = _validate.check_orders(orders)
-    name = backends.resolve_backend(backend, P.device, shape.degree, "path")
+    name = backends.resolve_backend(backend, P.device, shape.degree, "path", P.dtype,
+                                    shape.batch * shape.num_features)
     if name == "torch":
         return reference.bezier_stacked(P, t, orders=orders)
     n = shape.degree
@@ -69,18 +75,22 @@ def bezier_distill_loss(pred: Tensor, x0: Tensor, x1: Tensor, t: Tensor, guides:
     """
     shape = _validate.check_path(x0, x1, t, guides)
     _validate.check_loss(pred, x0, shape, target, loss, huber_c, weight, reduction)
-    name = backends.resolve_backend(backend, x0.device, shape.degree, "loss")
+    name = backends.resolve_backend(backend, x0.device, shape.degree, "loss", x0.dtype, x0.numel())
     if name == "torch":
         return reference.bezier_distill_loss(pred, x0, x1, t, guides, target=target, loss=loss,
                                              huber_c=huber_c, weight=weight, reduction=reduction)
     B, D = shape.batch, shape.num_features
-    c = reference.default_huber_c(D) if huber_c is None else float(huber_c)
+    c = 0.0 if loss != "pseudo_huber" else reference.default_huber_c(D) if huber_c is None else float(huber_c)
     g = None if guides is None else _features_flat(guides, (B, shape.degree - 1), D)
     # the kernel writes dL/dpred, unless gradients must reach the control points (then it keeps r)
-    residual = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (x0, x1, guides))
-    value = ops.distill_loss(_features_flat(pred, (B,), D), _features_flat(x0, (B,), D), _features_flat(x1, (B,), D),
-                             g, t, weight, target, loss, c, reduction, residual, name)[0]
-    return value.to(pred.dtype)
+    grad = torch.is_grad_enabled()
+    residual = grad and (x0.requires_grad or x1.requires_grad or (guides is not None and guides.requires_grad))
+    args = (_features_flat(pred, (B,), D), _features_flat(x0, (B,), D), _features_flat(x1, (B,), D), g, t, weight,
+            target, loss, c, reduction, residual)
+    fused = backends.kernel_ops(name).fused_loss
+    if fused is not None:  # the whole loss in one op, in pred's dtype
+        return fused(*args, grad and t.requires_grad)[0]
+    return ops.distill_loss(*args, name)[0].to(pred.dtype)
 
 
 def bernstein_weights(t: Tensor, n: int, order: int = 0) -> Tensor:

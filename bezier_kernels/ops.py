@@ -13,10 +13,19 @@ loss_fwd reads the control points and pred once, computes the residual r (veloci
 endpoint: B(t) + (1-t) pred - x1) and writes out_scale_b * r; per sample it gives the unweighted
 loss l_b and, for the reduced loss L = sum_b m_b l_b (m = row_weight, float64), scale_b with
 dL/dr_bd = scale_b r_bd and dloss_dt_b = dL/dt_b. Per-sample outputs are float32 (float64 for
-float64). `register_kernel_ops` attaches the shared fake kernels, and the path autograd, to any
-backend's ops.
+float64). `register_kernel_ops` attaches the shared fake kernels, and (autograd=True) the path
+autograd in Python, to any backend's ops.
 
-The loss itself is the composite custom op bezier_kernels::distill_loss (one for every backend):
+The compiled backends ("cpp", "cuda") have their autograd in C++ (csrc/bezier_autograd.cpp) and the
+whole loss as one op, bezier_kernels::fused_loss (KernelOps.fused_loss; fake kernel here):
+
+    fused_loss(pred, x0, x1, guides?, t, weight?, target, loss, huber_c, reduction, residual, t_grad)
+        -> (value [] or [B] in pred's dtype, out [B,D], weight_grad [B], scale [B], dt [B] or [0])
+
+with the row weights, factors and the reduction computed inside the kernel; its backward returns
+`out` itself as dL/dpred when the upstream gradient is 1 (eager CPU), else one multiplication.
+
+For Triton the loss is the composite custom op bezier_kernels::distill_loss:
 it picks m_b from the weights and the reduction, has the kernel write dL/dpred directly (mse, one
 pass; pseudo-Huber, whose scale needs the whole row first, adds one in-place row scale) and reduces.
 Its backward is then a multiplication by the upstream gradient, skipped when that is 1 (checked on
@@ -28,8 +37,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import backends
-from . import reference
+from . import _extension, backends, reference
 from .reference import bernstein_weights, compute_dtype
 
 
@@ -56,6 +64,14 @@ def _loss_fwd_fake(pred, x0, x1, guides, t, row_weight, out_scale, target, loss,
     acc = compute_dtype(x0.dtype)
     return (x0.new_empty((B,), dtype=acc), x0.new_empty(x0.shape), x0.new_empty((B,), dtype=acc),
             x0.new_empty((B,), dtype=acc))
+
+
+def _fused_loss_fake(pred, x0, x1, guides, t, weight, target, loss, huber_c, reduction, residual, t_grad):
+    B = pred.shape[0]
+    acc = compute_dtype(pred.dtype)
+    return (pred.new_empty((B,) if reduction == "none" else ()), pred.new_empty(pred.shape),
+            pred.new_empty((B,), dtype=acc), pred.new_empty((B,), dtype=acc),
+            pred.new_empty((B if t_grad else 0,), dtype=acc))
 
 
 # ----------------------------------------------------------------------------- autograd
@@ -197,40 +213,34 @@ def _distill_loss_backward(ctx, grad_loss, *_unused):
 distill_loss.register_autograd(_distill_loss_backward, setup_context=_distill_loss_setup_context)
 
 
-def register_kernel_ops(name: str, ops: backends.KernelOps, devices: tuple[str, ...], reason: str) -> None:
-    """Attaches the shared fake kernels and path autograd to a backend's ops and registers the backend.
-    (loss_fwd is forward-only: distill_loss carries the loss's autograd for every backend.)"""
+def register_kernel_ops(name: str, ops: backends.KernelOps, devices: tuple[str, ...], reason: str, *,
+                        autograd: bool = True) -> None:
+    """Attaches the shared fake kernels, and (autograd) the path autograd, to a backend's ops and
+    registers the backend. (loss_fwd is forward-only: distill_loss carries that loss's autograd.)"""
     torch.library.register_fake(ops.path_fwd, _path_fwd_fake)
     torch.library.register_fake(ops.path_bwd, _path_bwd_fake)
     torch.library.register_fake(ops.loss_fwd, _loss_fwd_fake)
-    setup_context, backward = _make_path_autograd(ops.path_bwd)
-    torch.library.register_autograd(ops.path_fwd, backward, setup_context=setup_context)
+    if autograd:
+        setup_context, backward = _make_path_autograd(ops.path_bwd)
+        torch.library.register_autograd(ops.path_fwd, backward, setup_context=setup_context)
     backends.register_backend(name, ops, devices, reason)
 
 
 # ----------------------------------------------------------------------------- the extension
-def _load_extension():
-    try:
-        from . import _C
-    except ImportError as error:
-        return None, (f"the C++ extension bezier_kernels._C is not built or failed to load ({error}); "
-                      "build it with: pip install --no-build-isolation -e .")
-    return _C, None
-
-
-_C, _EXTENSION_ERROR = _load_extension()
-
-if _C is None:
-    backends.register_backend("cpp", None, (), _EXTENSION_ERROR)
-    backends.register_backend("cuda", None, (), _EXTENSION_ERROR)
-    BUILD_INFO: dict = {}
-else:
-    BUILD_INFO = dict(_C.build_info())
-    _lib = torch.ops.bezier_kernels
-    _compiled_ops = backends.KernelOps(_lib.path_fwd.default, _lib.path_bwd.default, _lib.loss_fwd.default)
-    threads = "OpenMP" if BUILD_INFO["openmp"] else "single-threaded build (no OpenMP)"
-    register_kernel_ops("cpp", _compiled_ops, ("cpu",), f"C++ CPU kernels, {threads}")
-    if not BUILD_INFO["cuda"]:
+def _register_compiled() -> None:
+    """The "cpp" and "cuda" backends: the ops of csrc/ (autograd in C++), fake kernels from here."""
+    info = _extension.BUILD_INFO
+    if _extension.EXTENSION is None:
+        backends.register_backend("cpp", None, (), _extension.ERROR)
+        backends.register_backend("cuda", None, (), _extension.ERROR)
+        return
+    lib = torch.ops.bezier_kernels
+    compiled = backends.KernelOps(lib.path_fwd.default, lib.path_bwd.default, lib.loss_fwd.default,
+                                  lib.fused_loss.default)
+    torch.library.register_fake(compiled.fused_loss, _fused_loss_fake)
+    threads = "OpenMP" if info["openmp"] else "single-threaded build (no OpenMP)"
+    register_kernel_ops("cpp", compiled, ("cpu",), f"C++ CPU kernels, {threads}", autograd=False)
+    if not info["cuda"]:
         if torch.version.cuda is None:
             cuda_reason = (f"this torch ({torch.__version__}) has no CUDA support, so the extension was "
                            "built without its CUDA kernels")
@@ -243,4 +253,8 @@ else:
         cuda_reason, cuda_devices = "CUDA kernels built, but no CUDA device is visible", ()
     else:
         cuda_reason, cuda_devices = "CUDA kernels of the extension", ("cuda",)
-    backends.register_backend("cuda", _compiled_ops, cuda_devices, cuda_reason)
+    backends.register_backend("cuda", compiled, cuda_devices, cuda_reason)
+
+
+BUILD_INFO = _extension.BUILD_INFO
+_register_compiled()

@@ -143,7 +143,7 @@ BZ_HD LossSample finish_loss(Loss loss, int64_t D, double huber_c, double sq, do
 // The fused loss's per-sample outputs ([B] each, in the accumulation type Acc) and how a
 // sample's sums fill them. row_weight (null: all 1) holds m_b, the factor of sample b in the
 // reduced loss (its weight, divided by B for a mean): loss gets the unweighted l_b, scale and dt
-// the derivatives of m_b l_b (dL/dr_bd = scale_b r_bd, dL/dt_b = dt_b).
+// the derivatives of m_b l_b (dL/dr_bd = scale_b r_bd, dL/dt_b = dt_b). dt may be null (not asked for).
 template <typename Acc>
 struct LossOutputs {
   Loss kind;
@@ -152,13 +152,14 @@ struct LossOutputs {
   Acc* scale;
   Acc* dt;
   const double* row_weight;
+  double row_factor = 1.0;  // times every m_b (1 / B for a mean when row_weight is null)
 
   BZ_HD void write(int64_t b, int64_t D, double sq, double rdt) const {
     const LossSample s = finish_loss(kind, D, huber_c, sq, rdt);
-    const double m = row_weight ? row_weight[b] : 1.0;
+    const double m = (row_weight ? row_weight[b] : 1.0) * row_factor;
     loss[b] = static_cast<Acc>(s.loss);
     scale[b] = static_cast<Acc>(m * s.scale);
-    dt[b] = static_cast<Acc>(m * s.dt);
+    if (dt) dt[b] = static_cast<Acc>(m * s.dt);
   }
 };
 

@@ -137,6 +137,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cuda(
   return {out.loss, out.resid, out.scale, out.dt};
 }
 
+// The whole loss (schema and outputs: FusedLossTensors): the loss_fwd kernels, with the row weights,
+// the output scale and the reduction as ATen ops on the device around them.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_loss_cuda(
+    const at::Tensor& pred, const at::Tensor& x0, const at::Tensor& x1, const std::optional<at::Tensor>& guides,
+    const at::Tensor& t, const std::optional<at::Tensor>& weight, c10::string_view target, c10::string_view loss,
+    double huber_c, c10::string_view reduction, bool residual, bool t_grad) {
+  const auto shape = check_control_points(x0, x1, guides, t);
+  check_pred(pred, x0, shape);
+  check_weight(weight, shape, x0);
+  const Target tgt = parse_target(target);
+  const Loss kind = parse_loss(loss);
+  const Reduction red = parse_reduction(reduction);
+  const int64_t B = shape.batch, D = shape.features;
+  const c10::cuda::CUDAGuard device_guard(x0.device());
+  const double factor = red == Reduction::kMean && B > 0 ? 1.0 / static_cast<double>(B) : 1.0;
+  const at::Tensor row_weight = weight.has_value() ? weight->to(at::kDouble).mul(factor)
+                                                   : at::full({B}, factor, x0.options().dtype(at::kDouble));
+  // dr/dpred per sample: 1 (velocity, left out) or 1 - t (endpoint)
+  const at::Tensor pred_factor = tgt == Target::kVelocity ? at::Tensor() : at::rsub(t.to(at::kDouble), 1.0);
+  auto times_factor = [&](const at::Tensor& v) { return pred_factor.defined() ? v * pred_factor : v; };
+  std::optional<at::Tensor> out_scale;
+  if (!residual && kind == Loss::kMse && D > 0) out_scale = times_factor(row_weight) * (2.0 / static_cast<double>(D));
+  auto [per_sample, out, scale, dt] =
+      loss_fwd_cuda(pred, x0, x1, guides, t, row_weight, out_scale, target, loss, huber_c);
+  if (!residual && kind == Loss::kPseudoHuber)  // the row's scale needs its whole norm: a second pass
+    out.mul_(times_factor(scale.to(at::kDouble)).to(out.scalar_type()).unsqueeze(1));
+  const at::Tensor weighted = weight.has_value() ? per_sample * weight->to(per_sample.scalar_type()) : per_sample.clone();
+  at::Tensor value = red == Reduction::kNone ? weighted : red == Reduction::kMean ? weighted.mean() : weighted.sum();
+  value = value.to(pred.scalar_type());
+  return {value, out, factor == 1.0 ? per_sample : per_sample * factor, scale,
+          t_grad ? dt : at::empty({0}, dt.options())};
+}
+
 }  // namespace
 }  // namespace bezier
 
@@ -144,4 +177,5 @@ TORCH_LIBRARY_IMPL(bezier_kernels, CUDA, m) {
   m.impl("path_fwd", &bezier::path_fwd_cuda);
   m.impl("path_bwd", &bezier::path_bwd_cuda);
   m.impl("loss_fwd", &bezier::loss_fwd_cuda);
+  m.impl("fused_loss", &bezier::fused_loss_cuda);
 }

@@ -5,11 +5,13 @@
 // feature dims: x0, x1, pred are [B, D]; guides [B, n-1, D] or None; t [B]. Features must have
 // unit stride; batch and point strides are free. The checks here only guard direct op calls.
 #include <ATen/ATen.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cmath>
+#include <memory>
 #include <vector>
 
 #include "bezier_cpu.h"
@@ -68,6 +70,30 @@ Loss parse_loss(c10::string_view loss) {
   TORCH_CHECK(false, "bezier_kernels: loss must be 'mse' or 'pseudo_huber', got '", loss, "'");
 }
 
+Reduction parse_reduction(c10::string_view reduction) {
+  if (reduction == "mean") return Reduction::kMean;
+  if (reduction == "sum") return Reduction::kSum;
+  if (reduction == "none") return Reduction::kNone;
+  TORCH_CHECK(false, "bezier_kernels: reduction must be 'mean', 'sum' or 'none', got '", reduction, "'");
+}
+
+void check_weight(const std::optional<at::Tensor>& weight, const ControlPointsShape& shape, const at::Tensor& x0) {
+  if (!weight.has_value()) return;
+  const at::Tensor& w = *weight;
+  TORCH_CHECK(w.dim() == 1 && w.size(0) == shape.batch && at::isFloatingType(w.scalar_type()) &&
+                  w.device() == x0.device(),
+              "bezier_kernels: weight must be a floating [B] tensor on x0's device");
+}
+
+FusedLossTensors empty_fused_loss_outputs(const at::Tensor& pred, const ControlPointsShape& shape, Reduction reduction,
+                                          bool t_grad) {
+  const auto acc = pred.options().dtype(at::toOpMathType(pred.scalar_type()));
+  const int64_t B = shape.batch;
+  at::Tensor value = reduction == Reduction::kNone ? at::empty({B}, pred.options()) : at::empty({}, pred.options());
+  return {value, at::empty({B, shape.features}, pred.options()), at::empty({B}, acc), at::empty({B}, acc),
+          at::empty({t_grad ? B : 0}, acc)};
+}
+
 void check_pred(const at::Tensor& pred, const at::Tensor& x0, const ControlPointsShape& shape) {
   TORCH_CHECK(pred.sizes() == x0.sizes() && pred.scalar_type() == x0.scalar_type() && pred.device() == x0.device() &&
                   (shape.features <= 1 || pred.stride(1) == 1),
@@ -113,6 +139,20 @@ LossTensors empty_loss_outputs(const at::Tensor& x0, const ControlPointsShape& s
 
 namespace {
 
+// A floating [B] CPU tensor (any dtype, any stride) as float64 values, read in place: no op dispatched.
+std::vector<double> cpu_doubles(const at::Tensor& v) {
+  std::vector<double> out(static_cast<size_t>(v.size(0)));
+  const int64_t stride = v.stride(0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "bezier_cpu_doubles", [&] {
+    const scalar_t* p = v.const_data_ptr<scalar_t>();
+    for (size_t b = 0; b < out.size(); ++b) out[b] = static_cast<double>(p[static_cast<int64_t>(b) * stride]);
+  });
+  return out;
+}
+
+// dr/dpred of sample b: 1 (velocity) or 1 - t_b (endpoint).
+double pred_factor(Target target, double t) { return target == Target::kVelocity ? 1.0 : 1.0 - t; }
+
 const auto at_parallel_for = [](int64_t begin, int64_t end, int64_t grain, const auto& f) {
   at::parallel_for(begin, end, grain, f);
 };
@@ -124,15 +164,17 @@ std::vector<at::Tensor> path_fwd_cpu(const at::Tensor& x0, const at::Tensor& x1,
   const auto ords = check_orders(orders, 2);
   std::vector<at::Tensor> out;
   for (size_t k = 0; k < ords.size(); ++k) out.push_back(at::empty({shape.batch, shape.features}, x0.options()));
-  const at::Tensor t64 = t.to(at::kDouble).contiguous();
+  const std::vector<double> t64 = cpu_doubles(t);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "bezier_path_fwd", [&] {
     using Acc = at::opmath_type<scalar_t>;
     const auto P = control_points<scalar_t>(x0, x1, guides, shape.degree);
     scalar_t* out_ptrs[3];
     for (size_t k = 0; k < out.size(); ++k) out_ptrs[k] = out[k].mutable_data_ptr<scalar_t>();
     dispatch_order_count(static_cast<int>(ords.size()), [&](auto K) {
-      cpu::path_forward<scalar_t, Acc, decltype(K)::value>(P, t64.const_data_ptr<double>(), shape.batch,
-                                                           shape.features, ords.data(), out_ptrs, at_parallel_for);
+      cpu::dispatch_features<scalar_t>(shape.features, [&](auto kD) {
+        cpu::path_forward<scalar_t, Acc, decltype(K)::value, decltype(kD)::value>(
+            P, t64.data(), shape.batch, shape.features, ords.data(), out_ptrs, at_parallel_for);
+      });
     });
   });
   return out;
@@ -146,9 +188,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> path_bwd_cpu(
   const auto ords = check_orders(orders, 2);
   const int64_t B = shape.batch, D = shape.features;
   const std::vector<at::Tensor> g = check_grads(grads, x0, shape, ords.size());
-  const at::Tensor t64 = t.to(at::kDouble).contiguous();
+  const std::vector<double> t64 = cpu_doubles(t);
   PointGrads point_grads = empty_point_grads(x0, shape, points_grad);
-  at::Tensor partial = at::empty({t_grad ? cpu::Tiling(B, D).count() : 0}, x0.options().dtype(at::kDouble));
+  std::vector<double> partial(t_grad ? cpu::Tiling(B, D).count() : 0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "bezier_path_bwd", [&] {
     using Acc = at::opmath_type<scalar_t>;
     const auto P = control_points<scalar_t>(x0, x1, guides, shape.degree);
@@ -158,13 +200,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> path_bwd_cpu(
     for (size_t k = 0; k < g.size(); ++k) grad_ptrs[k] = g[k].const_data_ptr<scalar_t>();
     dispatch_order_count(static_cast<int>(ords.size()), [&](auto K) {
       cpu::path_backward<scalar_t, Acc, decltype(K)::value>(
-          P, t64.const_data_ptr<double>(), B, D, ords.data(), grad_ptrs,
-          points_grad ? &GP : nullptr, t_grad ? partial.mutable_data_ptr<double>() : nullptr, at_parallel_for);
+          P, t64.data(), B, D, ords.data(), grad_ptrs, points_grad ? &GP : nullptr,
+          t_grad ? partial.data() : nullptr, at_parallel_for);
     });
   });
-  at::Tensor gt = at::empty({t_grad ? B : 0}, t.options().dtype(at::kDouble));
-  if (t_grad) cpu::reduce_tile_partials(partial.const_data_ptr<double>(), B, D, gt.mutable_data_ptr<double>(), at_parallel_for);
-  return {point_grads.x0, point_grads.x1, point_grads.guides, gt.to(t.scalar_type())};
+  at::Tensor gt = at::empty({t_grad ? B : 0}, t.options());
+  if (t_grad) {
+    std::vector<double> sums(B);
+    cpu::reduce_tile_partials(partial.data(), B, D, sums.data(), at_parallel_for);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "bezier_path_bwd_t", [&] {
+      scalar_t* out = gt.mutable_data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b) out[b] = static_cast<scalar_t>(sums[b]);
+    });
+  }
+  return {point_grads.x0, point_grads.x1, point_grads.guides, gt};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cpu(
@@ -177,7 +226,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cpu(
   const Target tgt = parse_target(target);
   const Loss kind = parse_loss(loss);
   const int64_t B = shape.batch, D = shape.features;
-  const at::Tensor t64 = t.to(at::kDouble).contiguous();
+  const std::vector<double> t64 = cpu_doubles(t);
   LossTensors out = empty_loss_outputs(x0, shape);
   const int64_t tiles = cpu::Tiling(B, D).count();
   // Scratch for per-tile partial sums (uninitialised; every tile writes its entry).
@@ -190,7 +239,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cpu(
     const auto P = control_points<scalar_t>(x0, x1, guides, shape.degree);
     auto run = [&](auto target_constant) {
       cpu::loss_forward<scalar_t, Acc, decltype(target_constant)::value>(
-          P, t64.const_data_ptr<double>(), B, D, pred.const_data_ptr<scalar_t>(), pred.stride(0), factors.out_scale,
+          P, t64.data(), B, D, pred.const_data_ptr<scalar_t>(), pred.stride(0), factors.out_scale,
           out.resid.mutable_data_ptr<scalar_t>(), sq_partial, rdt_partial, at_parallel_for);
     };
     if (tgt == Target::kVelocity)
@@ -200,6 +249,88 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cpu(
     cpu::loss_finish(loss_outputs<Acc>(out, kind, huber_c, factors), B, D, sq_partial, rdt_partial, at_parallel_for);
   });
   return {out.loss, out.resid, out.scale, out.dt};
+}
+
+// The whole loss in one op: m_b (the weight over B for a mean), the output scale and the reduction
+// are per-sample loops here, the kernels read t in place; only the outputs are allocated.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_loss_cpu(
+    const at::Tensor& pred, const at::Tensor& x0, const at::Tensor& x1, const std::optional<at::Tensor>& guides,
+    const at::Tensor& t, const std::optional<at::Tensor>& weight, c10::string_view target, c10::string_view loss,
+    double huber_c, c10::string_view reduction, bool residual, bool t_grad) {
+  const auto shape = check_control_points(x0, x1, guides, t);
+  check_pred(pred, x0, shape);
+  check_weight(weight, shape, x0);
+  const Target tgt = parse_target(target);
+  const Loss kind = parse_loss(loss);
+  const Reduction red = parse_reduction(reduction);
+  const int64_t B = shape.batch, D = shape.features;
+  const std::vector<double> t64 = cpu_doubles(t);
+  const double factor = red == Reduction::kMean && B > 0 ? 1.0 / static_cast<double>(B) : 1.0;
+  // m_b = row_weight_b * row_factor, sample b's factor in the reduced loss (no array without weights)
+  std::vector<double> row_weight = weight.has_value() ? cpu_doubles(*weight) : std::vector<double>();
+  const double* w = row_weight.empty() ? nullptr : row_weight.data();
+  auto m = [&](int64_t b) { return (w ? w[b] : 1.0) * factor; };
+  // mse: dL/dr = m_b (2 / D) r is known before the pass, so the kernel writes dL/dpred directly
+  std::vector<double> out_scale;
+  if (!residual && kind == Loss::kMse && D > 0) {
+    out_scale.resize(B);
+    for (int64_t b = 0; b < B; ++b) out_scale[b] = m(b) * pred_factor(tgt, t64[b]) * (2.0 / static_cast<double>(D));
+  }
+  FusedLossTensors o = empty_fused_loss_outputs(pred, shape, red, t_grad);
+  const int64_t tiles = cpu::Tiling(B, D).count();
+  const std::unique_ptr<double[]> partials(new double[2 * tiles]);  // uninitialised: every tile writes its entries
+  double* const sq = partials.get();
+  double* const rdt = sq + tiles;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "bezier_fused_loss", [&] {
+    using Acc = at::opmath_type<scalar_t>;
+    const auto P = control_points<scalar_t>(x0, x1, guides, shape.degree);
+    scalar_t* out = o.out.mutable_data_ptr<scalar_t>();
+    auto run = [&](auto target_constant, auto dt_constant) {
+      cpu::dispatch_features<scalar_t>(D, [&](auto kD) {
+        cpu::loss_forward<scalar_t, Acc, decltype(target_constant)::value, decltype(dt_constant)::value,
+                          decltype(kD)::value>(P, t64.data(), B, D, pred.const_data_ptr<scalar_t>(), pred.stride(0),
+                                               out_scale.empty() ? nullptr : out_scale.data(), out, sq, rdt,
+                                               at_parallel_for);
+      });
+    };
+    auto with_dt = [&](auto target_constant) {
+      if (t_grad)
+        run(target_constant, std::true_type{});
+      else
+        run(target_constant, std::false_type{});
+    };
+    if (tgt == Target::kVelocity)
+      with_dt(std::integral_constant<Target, Target::kVelocity>{});
+    else
+      with_dt(std::integral_constant<Target, Target::kEndpoint>{});
+    Acc* per_sample = o.weight_grad.mutable_data_ptr<Acc>();
+    const Acc* scale = o.scale.mutable_data_ptr<Acc>();
+    cpu::loss_finish(LossOutputs<Acc>{kind, huber_c, per_sample, o.scale.mutable_data_ptr<Acc>(),
+                                      t_grad ? o.dt.mutable_data_ptr<Acc>() : nullptr, w, factor},
+                     B, D, sq, rdt, at_parallel_for);
+    if (!residual && kind == Loss::kPseudoHuber) {  // the row's scale needs its whole norm: a second pass
+      at::parallel_for(0, B, std::max<int64_t>(1, 16384 / std::max<int64_t>(D, 1)), [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          const Acc f = static_cast<Acc>(static_cast<double>(scale[b]) * pred_factor(tgt, t64[b]));
+          scalar_t* __restrict__ row = out + b * D;
+          for (int64_t d = 0; d < D; ++d) row[d] = static_cast<scalar_t>(f * static_cast<Acc>(row[d]));
+        }
+      });
+    }
+    scalar_t* value = o.value.mutable_data_ptr<scalar_t>();
+    double total = 0.0;
+    for (int64_t b = 0; b < B; ++b) {
+      const double l = static_cast<double>(per_sample[b]);
+      if (red == Reduction::kNone)
+        value[b] = static_cast<scalar_t>(m(b) * l);
+      else
+        total += m(b) * l;
+      per_sample[b] = static_cast<Acc>(factor * l);  // now dL/dweight_b
+    }
+    if (red != Reduction::kNone)
+      value[0] = static_cast<scalar_t>(red == Reduction::kMean && B == 0 ? std::nan("") : total);
+  });
+  return {o.value, o.out, o.weight_grad, o.scale, o.dt};
 }
 
 }  // namespace
@@ -215,10 +346,17 @@ TORCH_LIBRARY(bezier_kernels, m) {
       "loss_fwd(Tensor pred, Tensor x0, Tensor x1, Tensor? guides, Tensor t, Tensor row_weight, Tensor? out_scale, "
       "str target, str loss, "
       "float huber_c) -> (Tensor, Tensor, Tensor, Tensor)");
+  // The whole loss (its autograd in csrc/bezier_autograd.cpp): (value, out, weight_grad, scale, dt),
+  // see FusedLossTensors in bezier_ops.h.
+  m.def(
+      "fused_loss(Tensor pred, Tensor x0, Tensor x1, Tensor? guides, Tensor t, Tensor? weight, str target, "
+      "str loss, float huber_c, str reduction, bool residual, bool t_grad) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(bezier_kernels, CPU, m) {
   m.impl("path_fwd", &bezier::path_fwd_cpu);
   m.impl("path_bwd", &bezier::path_bwd_cpu);
   m.impl("loss_fwd", &bezier::loss_fwd_cpu);
+  m.impl("fused_loss", &bezier::fused_loss_cpu);
 }

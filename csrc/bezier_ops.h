@@ -23,6 +23,10 @@ ControlPointsShape check_control_points(const at::Tensor& x0, const at::Tensor& 
 std::vector<int> check_orders(at::IntArrayRef orders, int max_order);
 Target parse_target(c10::string_view target);
 Loss parse_loss(c10::string_view loss);
+enum class Reduction : int { kMean = 0, kSum = 1, kNone = 2 };
+Reduction parse_reduction(c10::string_view reduction);
+// weight, when given: a floating [B] tensor on x0's device (any dtype and stride).
+void check_weight(const std::optional<at::Tensor>& weight, const ControlPointsShape& shape, const at::Tensor& x0);
 // pred must be [B, D] like x0 (dtype, device) with unit feature stride.
 void check_pred(const at::Tensor& pred, const at::Tensor& x0, const ControlPointsShape& shape);
 // loss_fwd's per-sample factors, [B] float64 contiguous on x0's device: row_weight m_b (sample
@@ -50,6 +54,16 @@ struct LossTensors {
   at::Tensor loss, resid, scale, dt;
 };
 LossTensors empty_loss_outputs(const at::Tensor& x0, const ControlPointsShape& shape);
+
+// fused_loss's outputs: value [] ("mean", "sum") or [B] ("none") in pred's dtype; out [B, D] like
+// pred (dL/dpred for a unit upstream gradient, or r when residual); weight_grad [B] (dL/dweight_b
+// for a unit upstream gradient: l_b, over B for a mean), scale [B] and dt ([B] when t_grad, else
+// [0]) in the accumulation type.
+struct FusedLossTensors {
+  at::Tensor value, out, weight_grad, scale, dt;
+};
+FusedLossTensors empty_fused_loss_outputs(const at::Tensor& pred, const ControlPointsShape& shape, Reduction reduction,
+                                          bool t_grad);
 
 template <typename T>
 ControlPoints<const T> control_points(const at::Tensor& x0, const at::Tensor& x1,

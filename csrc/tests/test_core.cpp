@@ -135,6 +135,11 @@ int main() {
       test_path<float>(n, 5, D, 2e-5);
     }
     test_path<float>(n, 0, 9, 0);
+    // small D: several blocks of per-sample weights (cpu::kSampleBlock), the last one partial
+    test_path<double>(n, 77, 2, 1e-11);
+    test_path<float>(n, 77, 3, 2e-5);
+    test_loss<double, Target::kVelocity>(n, 77, 2, Loss::kMse, 1e-10, true);
+    test_loss<double, Target::kEndpoint>(n, 77, 3, Loss::kPseudoHuber, 1e-10, false);
     for (bool scaled : {false, true}) {
       test_loss<double, Target::kVelocity>(n, 4, 600, Loss::kMse, 1e-10, scaled);
       test_loss<double, Target::kEndpoint>(n, 4, 600, Loss::kPseudoHuber, 1e-10, scaled);

@@ -40,8 +40,53 @@ def test_opcheck(fused_backend_device, degree):
         points = (grad_in[0], grad_in[1], gg) if residual else (x0, x1, g)
         samples.append((torch.ops.bezier_kernels.distill_loss.default,
                         (pred, *points, grad_in[2], weight, target, loss, 0.2, reduction, residual, backend)))
+    fused = ops.fused_loss
+    if fused is not None:  # the compiled backends' whole-loss op, autograd in C++
+        w = weight.detach().requires_grad_(True)
+        for target, loss, reduction, residual, t_grad, wt in (
+                ("velocity", "mse", "mean", False, False, None), ("endpoint", "pseudo_huber", "none", False, True, w),
+                ("velocity", "pseudo_huber", "sum", True, True, w), ("endpoint", "mse", "mean", True, False, None)):
+            points = (grad_in[0], grad_in[1], gg) if residual else (x0, x1, g)
+            samples.append((fused, (pred, *points, grad_in[2] if t_grad else t, wt, target, loss, 0.2, reduction,
+                                    residual, t_grad)))
     for op, args in samples:
         torch.library.opcheck(op, args)
+
+
+def test_fused_loss_upstream_gradient(fused_backend_device):
+    """The loss's backward for an upstream gradient other than 1 (its fast path returns the saved
+    gradient for exactly 1): every input's gradient scales with it, for every reduction."""
+    backend, device = fused_backend_device
+    x0, x1, g, t = _op_args(device, degree=3, batch=4, features=3)
+    for reduction in ("mean", "sum", "none"):
+        for target, loss in (("velocity", "mse"), ("endpoint", "pseudo_huber")):
+            inputs = [torch.randn_like(x0), x0, x1, g, t, torch.rand_like(t)]
+            inputs = [x.clone().requires_grad_(True) for x in inputs]
+            pred, a, b, c, tt, w = inputs
+
+            def grads(scale):
+                value = bk.bezier_distill_loss(pred, a, b, tt, c, target=target, loss=loss, weight=w,
+                                               reduction=reduction, backend=backend)
+                upstream = torch.full_like(value, scale)
+                return torch.autograd.grad(value, inputs, upstream)
+
+            def reference_grads():
+                value = bk.bezier_distill_loss(pred, a, b, tt, c, target=target, loss=loss, weight=w,
+                                               reduction=reduction, backend="torch")
+                return torch.autograd.grad(value, inputs, torch.full_like(value, 2.5))
+
+            for got, want, one in zip(grads(2.5), reference_grads(), grads(1.0)):
+                torch.testing.assert_close(got, want)
+                torch.testing.assert_close(got, 2.5 * one)
+            # only pred needs a gradient: the kernel writes dL/dpred itself (residual=False)
+            value = bk.bezier_distill_loss(pred, x0, x1, t, g, target=target, loss=loss, reduction=reduction,
+                                           backend=backend)
+            ref = bk.bezier_distill_loss(pred, x0, x1, t, g, target=target, loss=loss, reduction=reduction,
+                                         backend="torch")
+            for up in (1.0, -0.5):
+                (got,) = torch.autograd.grad(value, pred, torch.full_like(value, up), retain_graph=True)
+                (want,) = torch.autograd.grad(ref, pred, torch.full_like(ref, up), retain_graph=True)
+                torch.testing.assert_close(got, want)
 
 
 @pytest.mark.slow
