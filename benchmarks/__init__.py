@@ -1,1 +1,1 @@
-"""Benchmarks of bezier_kernels (SPEC section 6). Not collected by the test run."""
+"""Benchmarks of bezier_kernels (docs/spec.md section 6). Not collected by the test run."""

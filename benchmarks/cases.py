@@ -1,6 +1,6 @@
 """What the suite measures: the ops, their inputs, their compulsory traffic and the providers.
 
-Ops (SPEC section 6), each at degree n, batch B, D features, element size s bytes (t is float32):
+Ops (docs/spec.md section 6), each at degree n, batch B, D features, element size s bytes (t is float32):
 
     position, position+velocity, position+velocity+acceleration  (K = 1, 2, 3 orders)
         reads x0, x1 and n-1 guides, writes K outputs:

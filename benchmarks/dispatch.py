@@ -1,4 +1,4 @@
-"""Operators and kernel launches per call (SPEC section 6: "report the operators and kernel launches
+"""Operators and kernel launches per call (docs/spec.md section 6: "report the operators and kernel launches
 each op dispatches per call").
 
     operators(fn)          the dispatcher operators one call of fn runs (torch.profiler, CPU activity):

@@ -1,4 +1,4 @@
-"""The benchmark suite (SPEC section 6): every op and the training step, against the reference.
+"""The benchmark suite (docs/spec.md section 6): every op and the training step, against the reference.
 
     python -m benchmarks.run --quick            # this 2-core CPU: 5 min when quiet, 21 torch.compile runs
     python -m benchmarks.run --preset full      # a GPU: every op, size and dtype
@@ -22,8 +22,8 @@ import torch
 
 from . import report
 from .cases import DTYPES, OPS, InputSet, Op, fused_backends, make_input_sets, provider_call
-from .memory import peak_extra_bytes
 from .dispatch import operators
+from .memory import peak_extra_bytes
 from .timing import Timing, copy_bandwidth, first_call_ms, time_call, time_interleaved
 from .train_step import TrainCase, run_case, train_providers
 

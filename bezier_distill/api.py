@@ -1,4 +1,4 @@
-"""The pipeline as a library: make guides with any teacher, distill a student, sample it (SPEC section 7).
+"""The pipeline as a library: make guides with any teacher, distill a student, sample it (docs/spec.md section 7).
 
     paths = make_guides(teacher, x0, degree=2)           # teacher: any v(x [B, *F], t [B]) -> [B, *F]
     student = distill(paths, steps=2000)                  # an nn.Module f(x, t) with the EMA weights

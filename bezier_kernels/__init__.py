@@ -1,4 +1,4 @@
-"""bezier_kernels: fused kernels for Bezier-path flow models (SPEC: shared/SPEC.md).
+"""bezier_kernels: fused kernels for Bezier-path flow models (the contract: docs/spec.md).
 
     >>> import torch, bezier_kernels as bk
     >>> x0, x1 = torch.randn(8, 2), torch.randn(8, 2)

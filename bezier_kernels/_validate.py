@@ -1,4 +1,4 @@
-"""Input checks shared by every backend (SPEC section 5), run before any kernel launch.
+"""Input checks shared by every backend (docs/spec.md section 5), run before any kernel launch.
 
 Wrong types and dtypes raise TypeError, wrong shapes, devices and names raise ValueError; every
 message names the argument and what was expected.

@@ -1,6 +1,6 @@
 """Backend registry: what runs here, why the rest does not, and what "auto" picks.
 
-Backends (SPEC section 3):
+Backends (docs/spec.md section 3):
     torch   the pure-PyTorch reference, any device, any degree
     cpp     C++ kernels of the extension, CPU tensors
     triton  Triton kernels, CUDA tensors (CPU tensors when TRITON_INTERPRET=1)

@@ -1,4 +1,4 @@
-"""Public API (SPEC section 2): validate once, pick a backend, run its fused op or the reference."""
+"""Public API (docs/spec.md section 2): validate once, pick a backend, run its fused op or the reference."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -94,7 +94,7 @@ def bezier_distill_loss(pred: Tensor, x0: Tensor, x1: Tensor, t: Tensor, guides:
 
 
 def bernstein_weights(t: Tensor, n: int, order: int = 0) -> Tensor:
-    """Stable float64 weights w [B, n+1] with B^(order)(t) = sum_i w[:, i] P_i (SPEC section 1).
+    """Stable float64 weights w [B, n+1] with B^(order)(t) = sum_i w[:, i] P_i (docs/spec.md section 1).
 
     t: [B] floating; n: degree, 1..reference.MAX_REFERENCE_DEGREE; order >= 0 (zero weights past n).
     """

@@ -1,4 +1,4 @@
-"""Pure-PyTorch ground truth of SPEC sections 1-2 ("torch" backend), on any device.
+"""Pure-PyTorch ground truth of docs/spec.md sections 1-2 ("torch" backend), on any device.
 
 Written the textbook way a flow-matching codebase would: Bernstein weights per order times the
 control points, differences of control points for derivatives, then the loss formula. Half
@@ -24,7 +24,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def default_huber_c(num_features: int) -> float:
-    """Pseudo-Huber constant c = 0.00054 * sqrt(D) (SPEC section 2)."""
+    """Pseudo-Huber constant c = 0.00054 * sqrt(D) (docs/spec.md section 2)."""
     return 0.00054 * math.sqrt(num_features)
 
 
@@ -104,7 +104,7 @@ def reduce_loss(per_sample: Tensor, weight: Tensor | None, reduction: str) -> Te
 def bezier_distill_loss(pred: Tensor, x0: Tensor, x1: Tensor, t: Tensor, guides: Tensor | None = None, *,
                         target: str = "velocity", loss: str = "mse", huber_c: float | None = None,
                         weight: Tensor | None = None, reduction: str = "mean") -> Tensor:
-    """Bezier distillation loss (SPEC section 2) in pred's dtype; [B] when reduction="none"."""
+    """Bezier distillation loss (docs/spec.md section 2) in pred's dtype; [B] when reduction="none"."""
     dtype = compute_dtype(pred.dtype)
     points = stack_points(x0, x1, guides).to(dtype)
     p = pred.to(dtype)

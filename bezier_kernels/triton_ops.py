@@ -165,7 +165,8 @@ def _point_address(point, degree, x0_ptr, x1_ptr, guides_ptr, x0_stride, x1_stri
     """Control point `point` of [x0, guides..., x1]: its base pointer and batch stride."""
     first = point == 0
     last = point == degree
-    base = tl.where(first, x0_ptr, tl.where(last, x1_ptr, guides_ptr + tl.cast(point - 1, tl.int64) * guides_point_stride))
+    inner = guides_ptr + tl.cast(point - 1, tl.int64) * guides_point_stride
+    base = tl.where(first, x0_ptr, tl.where(last, x1_ptr, inner))
     stride = tl.where(first, x0_stride, tl.where(last, x1_stride, guides_stride))
     return base, stride
 
@@ -340,8 +341,8 @@ def _finish_loss(loss_ptr, scale_ptr, dt_ptr, row_weight_ptr, rows, row_mask, sq
 
 
 @triton.jit
-def _loss_finish_kernel(sq_partial_ptr, rdt_partial_ptr, loss_ptr, scale_ptr, dt_ptr, row_weight_ptr, B, D, num_partials,
-                        huber_c: tl.float64, PSEUDO_HUBER: tl.constexpr, BLOCK_B: tl.constexpr):
+def _loss_finish_kernel(sq_partial_ptr, rdt_partial_ptr, loss_ptr, scale_ptr, dt_ptr, row_weight_ptr, B, D,
+                        num_partials, huber_c: tl.float64, PSEUDO_HUBER: tl.constexpr, BLOCK_B: tl.constexpr):
     """The per-sample results of _loss_fwd_kernel's partial sums [B, num_partials], added in a fixed
     order (reproducible, no atomics)."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)

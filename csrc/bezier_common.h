@@ -114,7 +114,7 @@ struct ControlPoints {
   }
 };
 
-// The two distillation targets and losses of SPEC section 2.
+// The two distillation targets and losses of docs/spec.md section 2.
 enum class Target : int { kVelocity = 0, kEndpoint = 1 };
 enum class Loss : int { kMse = 0, kPseudoHuber = 1 };
 

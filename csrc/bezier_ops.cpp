@@ -1,7 +1,7 @@
 // Torch glue for the compiled backends: op schemas (TORCH_LIBRARY) and the CPU implementations
 // (TORCH_LIBRARY_IMPL for CPU). The Python module itself is csrc/module.cpp.
 //
-// Shapes follow the Python layer, which validates user input (SPEC section 5) and flattens
+// Shapes follow the Python layer, which validates user input (docs/spec.md section 5) and flattens
 // feature dims: x0, x1, pred are [B, D]; guides [B, n-1, D] or None; t [B]. Features must have
 // unit stride; batch and point strides are free. The checks here only guard direct op calls.
 #include <ATen/ATen.h>

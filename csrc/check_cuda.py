@@ -151,7 +151,8 @@ def main() -> int:
         for r in rows:
             by_kernel.setdefault((r["source"], names[r["kernel"]]), {})[r["arch"]] = r
         width = max(len(name) for _, name in by_kernel)
-        print("\nper kernel and architecture: registers, stack frame bytes, spill stores/loads bytes; static smem bytes")
+        print("\nper kernel and architecture: registers, stack frame bytes, spill stores/loads bytes; "
+              "static smem bytes")
         print(f"{'kernel':{width}}  " + "".join(f"{a + ' regs stack spill':>22}  " for a in archs) + "smem")
         for (_, name), per_arch in sorted(by_kernel.items()):
             cells = []

@@ -49,7 +49,7 @@ class BezierProbPath(ProbPath):
     within one rounding on triton/cuda, whose kernels fuse the multiply-add) whenever 1 - t is exact in
     t's dtype (t from torch.rand, as its training loops draw it); otherwise (e.g. float64 x with an
     arbitrary float32 t) x_t here is the more accurate, as 1 - t is formed in float64.
-    backend: a name of bezier_kernels.BACKENDS or "auto" (SPEC section 3).
+    backend: a name of bezier_kernels.BACKENDS or "auto" (docs/spec.md section 3).
     """
 
     def __init__(self, guide_provider: GuideProvider | None = None, *, backend: str = "auto"):

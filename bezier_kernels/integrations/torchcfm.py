@@ -3,7 +3,8 @@
 `BezierConditionalFlowMatcher` has torchcfm's ConditionalFlowMatcher interface, so a torchcfm
 training loop swaps it in and changes nothing else:
 
-    FM = BezierConditionalFlowMatcher(sigma=0.1, guide_provider=teacher_guides)  # was: ConditionalFlowMatcher(sigma=0.1)
+    # was: FM = ConditionalFlowMatcher(sigma=0.1)
+    FM = BezierConditionalFlowMatcher(sigma=0.1, guide_provider=teacher_guides)
     t, xt, ut = FM.sample_location_and_conditional_flow(x0, x1)
     loss = ((model(torch.cat([xt, t[:, None]], dim=-1)) - ut) ** 2).mean()
 
@@ -37,7 +38,8 @@ class BezierConditionalFlowMatcher(ConditionalFlowMatcher):
     sigma: constant smoothing >= 0 (torchcfm's sigma). guide_provider: None, or a callable
     (x0, x1) -> guides [B, n-1, *F] (or None) used when a method gets no `guides`. With no guides
     it returns what torchcfm's ConditionalFlowMatcher(sigma) returns from the same random state: bit
-    for bit on the torch and cpp backends, within one rounding on triton/cuda (fused multiply-add). backend: a name of bezier_kernels.BACKENDS or "auto" (SPEC section 3).
+    for bit on the torch and cpp backends, within one rounding on triton/cuda (fused multiply-add).
+    backend: a name of bezier_kernels.BACKENDS or "auto" (docs/spec.md section 3).
     """
 
     def __init__(self, sigma: float = 0.0, guide_provider: GuideProvider | None = None, *, backend: str = "auto"):

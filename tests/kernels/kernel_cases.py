@@ -12,7 +12,7 @@ import torch
 import bezier_kernels as bk
 from bezier_kernels import reference
 
-# SPEC section 4: ||out - ref|| / ||ref|| against a float64 evaluation of the same inputs.
+# docs/spec.md section 4: ||out - ref|| / ||ref|| against a float64 evaluation of the same inputs.
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 DEVICES = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)

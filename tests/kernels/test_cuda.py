@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import bezier_kernels as bk
+
 from kernel_cases import TOLERANCE, make_path, reference64, rel_err
 
 CUDA = bk.available_backends()["cuda"]

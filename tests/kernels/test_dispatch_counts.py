@@ -1,4 +1,4 @@
-"""Operators and kernel launches per call (SPEC section 6), counted with benchmarks/dispatch.py.
+"""Operators and kernel launches per call (docs/spec.md section 6), counted with benchmarks/dispatch.py.
 
 Each limit is the count measured when it was set: a test fails when a change makes an op dispatch
 more, so the host path stays a handful of operators (issue 18). Not timing: counts only.

@@ -13,7 +13,7 @@ from bezier_kernels import reference
 
 
 def exact_weights(t: float, n: int, order: int) -> list[Fraction]:
-    """w_order[i] of SPEC section 1 in exact rational arithmetic."""
+    """w_order[i] of docs/spec.md section 1 in exact rational arithmetic."""
     tf = Fraction(t)
     m = n - order
     if m < 0:
@@ -96,7 +96,8 @@ def test_reference_velocity_is_time_derivative_of_position(n):
 
 
 def test_degree_one_is_the_rectified_flow_line():
-    x0, x1, t = torch.randn(9, 4, dtype=torch.float64), torch.randn(9, 4, dtype=torch.float64), torch.rand(9, dtype=torch.float64)
+    x0, x1 = torch.randn(9, 4, dtype=torch.float64), torch.randn(9, 4, dtype=torch.float64)
+    t = torch.rand(9, dtype=torch.float64)
     pos, vel, acc = bk.bezier(x0, x1, t, orders=(0, 1, 2), backend="torch")
     assert torch.allclose(pos, (1 - t[:, None]) * x0 + t[:, None] * x1, atol=1e-14)
     assert torch.allclose(vel, x1 - x0, atol=1e-14)
@@ -119,7 +120,8 @@ def test_endpoint_and_huber_closed_forms():
     got = bk.bezier_distill_loss(pred, x0, x1, t, target="endpoint", reduction="none", backend="torch")
     torch.testing.assert_close(got, r.pow(2).mean(1))
     c = 0.00054 * math.sqrt(7)
-    got = bk.bezier_distill_loss(pred, x0, x1, t, target="endpoint", loss="pseudo_huber", reduction="none", backend="torch")
+    got = bk.bezier_distill_loss(pred, x0, x1, t, target="endpoint", loss="pseudo_huber", reduction="none",
+                                 backend="torch")
     torch.testing.assert_close(got, torch.sqrt(r.pow(2).sum(1) + c * c) - c)
     w = torch.rand(5, dtype=torch.float64)
     got = bk.bezier_distill_loss(pred, x0, x1, t, target="endpoint", loss="pseudo_huber", huber_c=0.3, weight=w,

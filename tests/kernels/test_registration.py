@@ -35,8 +35,9 @@ def test_opcheck(fused_backend_device, degree):
                         "pseudo_huber", 0.3)),
     ]
     weight = torch.rand(x0.shape[0], dtype=x0.dtype, device=device, requires_grad=True)
-    for target, loss, reduction, residual in (("velocity", "mse", "mean", False), ("endpoint", "pseudo_huber", "none", False),
-                                              ("velocity", "pseudo_huber", "sum", True), ("endpoint", "mse", "mean", True)):
+    variants = (("velocity", "mse", "mean", False), ("endpoint", "pseudo_huber", "none", False),
+                ("velocity", "pseudo_huber", "sum", True), ("endpoint", "mse", "mean", True))
+    for target, loss, reduction, residual in variants:
         points = (grad_in[0], grad_in[1], gg) if residual else (x0, x1, g)
         samples.append((torch.ops.bezier_kernels.distill_loss.default,
                         (pred, *points, grad_in[2], weight, target, loss, 0.2, reduction, residual, backend)))

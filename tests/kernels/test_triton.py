@@ -116,7 +116,8 @@ from torch._library.custom_ops import OPDEFS
 from torch._library.triton import get_triton_kernels_for_op
 info = bk.available_backends()["triton"]
 assert not info.available and "TRITON_INTERPRET=1" in info.reason, info
-fakes = {"triton_path_fwd": ops._path_fwd_fake, "triton_path_bwd": ops._path_bwd_fake, "triton_loss_fwd": ops._loss_fwd_fake}
+fakes = {"triton_path_fwd": ops._path_fwd_fake, "triton_path_bwd": ops._path_bwd_fake,
+         "triton_loss_fwd": ops._loss_fwd_fake}
 found = set()
 for name, fake in fakes.items():
     assert OPDEFS["bezier_kernels::" + name]._abstract_fn is fake, name
@@ -130,7 +131,8 @@ def backend(gm, example_inputs):
     def compiler(graph, inputs):
         launched = [kernel_side_table.get_kernel(node.kwargs["kernel_idx"]).fn.__name__
                     for node in graph.graph.nodes if "triton_kernel_wrapper" in str(node.target)]
-        symbolic = [node for node in graph.graph.nodes if node.op == "placeholder" and not hasattr(node.meta.get("val"), "shape")]
+        symbolic = [node for node in graph.graph.nodes
+                    if node.op == "placeholder" and not hasattr(node.meta.get("val"), "shape")]
         print("traced", len(symbolic) > 0, *launched)
         raise Traced
     return aot_module_simplified(gm, example_inputs, fw_compiler=compiler)
@@ -144,7 +146,8 @@ def step(x0, x1, guides, t, pred):
 
 P = torch.randn(6, 4, 3000)
 try:
-    torch.compile(step, backend=backend, fullgraph=True, dynamic=True)(P[:, 0], P[:, 3], P[:, 1:3], torch.rand(6), torch.randn(6, 3000))
+    compiled = torch.compile(step, backend=backend, fullgraph=True, dynamic=True)
+    compiled(P[:, 0], P[:, 3], P[:, 1:3], torch.rand(6), torch.randn(6, 3000))
 except Exception as error:
     assert "Traced" in repr(error), error
 """

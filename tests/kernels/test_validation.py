@@ -1,4 +1,4 @@
-"""SPEC section 5: bad input raises a clear error, naming the argument, before any kernel runs."""
+"""docs/spec.md section 5: bad input raises a clear error, naming the argument, before any kernel runs."""
 from __future__ import annotations
 
 import pytest
@@ -81,7 +81,8 @@ def test_path_bad_input(backend_device, name, changes, error):
     assert _launched_ops(prof) == []
 
 
-@pytest.mark.parametrize("name,changes,error", LOSS_CASES + PATH_CASES[:18], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("name,changes,error", LOSS_CASES + PATH_CASES[:18],
+                         ids=lambda v: v if isinstance(v, str) else "")
 def test_loss_bad_input(backend_device, name, changes, error):
     backend, device = backend_device
     if device != "cpu":

@@ -35,8 +35,9 @@ def _ptxas_usage(ptx: str) -> tuple[int, int]:
         src = f"{tmp}/kernel.ptx"
         with open(src, "w") as f:
             f.write(ptx)
-        log = subprocess.run([get_ptxas(ARCH).path, "-v", f"--gpu-name=sm_{ARCH}a" if ARCH >= 90 else f"--gpu-name=sm_{ARCH}",
-                              src, "-o", f"{tmp}/kernel.o"], capture_output=True, text=True, check=True).stderr
+        gpu_name = f"--gpu-name=sm_{ARCH}a" if ARCH >= 90 else f"--gpu-name=sm_{ARCH}"
+        log = subprocess.run([get_ptxas(ARCH).path, "-v", gpu_name, src, "-o", f"{tmp}/kernel.o"],
+                             capture_output=True, text=True, check=True).stderr
     registers = int(re.search(r"Used (\d+) registers", log).group(1))
     spills = int(re.search(r"(\d+) bytes spill stores", log).group(1))
     return registers, spills
@@ -99,7 +100,7 @@ def main() -> None:
     global case_name
     triton_ops.wrap_triton = CompileInsteadOfLaunch
     torch.manual_seed(0)
-    for case_name, dtype, batch, features, degree, orders, launches in CASES:
+    for _case_name, dtype, batch, features, degree, orders, launches in CASES:
         points = torch.randn(batch, degree + 1, features).to(dtype)
         x0, x1, guides = points[:, 0], points[:, degree], points[:, 1:degree] if degree > 1 else None
         t, pred = torch.rand(batch).to(dtype), torch.randn(batch, features).to(dtype)
