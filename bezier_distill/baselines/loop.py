@@ -49,14 +49,21 @@ def fit(cfg: TrainConfig, model: nn.Module, loss: Loss, run_dir: str | Path, *, 
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, unit="step", desc=run_info["stage"], disable=not progress,
                dynamic_ncols=True)
+    sums = None  # loss and gradient-norm sums kept on the device: no host sync per step (folded when read)
     while step < cfg.steps and (stop_after is None or step < stop_after):
         value = loss(model, step, seeded_generator(cfg.seed, step))
         grad_norm = optimizer_step(cfg, value, model, ema, optimizer, step)
         step += 1
-        interval.update(loss=interval["loss"] + float(value.detach()), steps=interval["steps"] + 1,
-                        grad_norm=interval["grad_norm"] + float(grad_norm))
+        pair = torch.stack([value.detach(), grad_norm.detach()]).double()
+        sums = pair if sums is None else sums + pair
+        interval["steps"] += 1
         bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        logging = step % cfg.log_every == 0 or step == cfg.steps
+        if logging or step % cfg.checkpoint_every == 0:
+            loss_sum, grad_sum = sums.tolist()
+            interval.update(loss=interval["loss"] + loss_sum, grad_norm=interval["grad_norm"] + grad_sum)
+            sums = None
+        if logging:
             entry = {"step": step, "loss": interval["loss"] / interval["steps"],
                      "grad_norm": interval["grad_norm"] / interval["steps"], "lr": learning_rate(cfg, step - 1),
                      "time": time.time()}
