@@ -127,8 +127,13 @@ def check_output_shape(network: nn.Module, shape: Sequence[int], where: str, nam
                                  "have the input's shape")
 
 
-def build_model(cfg: ModelConfig, shape: Sequence[int] | int, where: str = "model") -> nn.Module:
-    """A fresh network for data of feature shape `shape` (an int: vectors), initialised from torch's global RNG."""
+def build_model(cfg: ModelConfig, shape: Sequence[int] | int, where: str = "model", *,
+                mlp: type[VelocityMLP] = VelocityMLP, unet: type[UNet] = UNet) -> nn.Module:
+    """A fresh network for data of feature shape `shape` (an int: vectors), initialised from torch's global RNG.
+
+    mlp, unet: the classes built for kinds "mlp" and "unet" (subclasses taking the same arguments, such as
+    the baselines' networks with extra inputs).
+    """
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     if cfg.factory:
         return call_factory(cfg.factory, shape, f"{where}.factory")
@@ -137,5 +142,5 @@ def build_model(cfg: ModelConfig, shape: Sequence[int] | int, where: str = "mode
         if len(shape) != 3:
             raise field_error(f"{where}.kind", f"the UNet needs images [C, H, W], the data have feature shape "
                                                f"{list(shape)}")
-        return UNet(shape, cfg.width, cfg.levels, max(cfg.depth, 1), cfg.time_features)
-    return VelocityMLP(math.prod(shape), cfg.width, cfg.depth, cfg.time_features)
+        return unet(shape, cfg.width, cfg.levels, max(cfg.depth, 1), cfg.time_features)
+    return mlp(math.prod(shape), cfg.width, cfg.depth, cfg.time_features)

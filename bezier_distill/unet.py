@@ -42,11 +42,14 @@ class ConvResidualBlock(nn.Module):
 class UNet(nn.Module):
     """v(x, t): x [B, C, H, W], t [B] in [0, 1] -> [B, C, H, W].
 
-    width: channels at full resolution; levels: number of 2x downsamplings; blocks: residual blocks per level.
+    width: channels at full resolution; levels: number of 2x downsamplings; blocks: residual blocks per level;
+    in_channels: input channels when they differ from the output's C (networks conditioned on more images
+    stacked on x, e.g. CAF's acceleration model on [x, v0]: 2C). `body(h, time)` is the network on an input
+    h [B, in_channels, H, W] and an embedded time [B, 4 width], for subclasses whose time input differs.
     """
 
     def __init__(self, shape: tuple[int, int, int], width: int = 32, levels: int = 2, blocks: int = 1,
-                 time_features: int = 64):
+                 time_features: int = 64, in_channels: int | None = None):
         super().__init__()
         channels, _, _ = shape
         self.shape = tuple(shape)
@@ -55,7 +58,7 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(time_features, time_width), nn.SiLU(),
                                       nn.Linear(time_width, time_width))
         widths = [width * min(2 ** level, 2) for level in range(levels + 1)]
-        self.stem = nn.Conv2d(channels, width, 3, padding=1)
+        self.stem = nn.Conv2d(in_channels or channels, width, 3, padding=1)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
         c = width
@@ -79,7 +82,9 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        time = self.time_mlp(self.time_embedding(t.reshape(-1).expand(x.shape[0])))
+        return self.body(x, self.time_mlp(self.time_embedding(t.reshape(-1).expand(x.shape[0]))))
+
+    def body(self, x: Tensor, time: Tensor) -> Tensor:
         h = self.stem(x)
         skips = []
         for level, stage in enumerate(self.down):

@@ -10,7 +10,8 @@ in the paper's code (mlvlab/CAF), trained one after the other:
   2. the acceleration model a(x_t, t, v^) (initial velocity conditioning: its input is the state and
      v^ = v(x0, 0) of the frozen EMA velocity model) regresses a = 2 (x1 - x0 - v^) on the path whose
      inner control point is x0 + v^ / 2, the path the sampler follows.
-Sampler (N steps, N + 1 evaluations): v^ = v(x0, 0) once, then
+Both networks are of the students' family (baselines.networks: the MLP, or the UNet for images, the
+acceleration model taking [x, v^] stacked). Sampler (N steps, N + 1 evaluations): v^ = v(x0, 0) once, then
     x_{k+1} = x_k + v^ / N + (t_k + 1 / (2N)) a(x_k, t_k, v^) / N,   t_k = k / N,
 exact for a constant acceleration (the integral of v^ + a t over the step).
 """
@@ -29,32 +30,20 @@ from .. import store
 from ..checkpoint import model_weights
 from ..config import ModelConfig
 from ..config.baselines import CAFConfig
-from ..models import VelocityMLP, resolve_model
+from ..models import resolve_model
 from ..samplers import uniform_times
 from ..stages import record_config
 from ..train import TrainResult
 from .loop import fit, load_baseline
+from .networks import build_network, rebuild
 
 VELOCITY, ACCELERATION = "velocity", "acceleration"  # the two runs inside a CAF run directory
-
-
-class AccelerationMLP(VelocityMLP):
-    """a(x, t, v0): x, v0 [B, *F], t [B] -> [B, *F]. The VelocityMLP of the same width and depth on the
-    flattened [x, v0]."""
-
-    def __init__(self, dim: int, width: int, depth: int, time_features: int = 64):
-        super().__init__(dim, width, depth, time_features)
-        self.input = nn.Linear(2 * dim, width)
-
-    def forward(self, x: Tensor, t: Tensor, v0: Tensor) -> Tensor:
-        h = self.input(torch.cat([x.flatten(1), v0.flatten(1)], dim=1))
-        return self.trunk(h, self.time_mlp(self.time_embedding(t))).reshape(x.shape)
 
 
 class CAFModel(nn.Module):
     """The two networks of a trained CAF: velocity(x, t) and acceleration(x, t, v0)."""
 
-    def __init__(self, velocity: VelocityMLP, acceleration: AccelerationMLP):
+    def __init__(self, velocity: nn.Module, acceleration: nn.Module):
         super().__init__()
         self.velocity, self.acceleration = velocity, acceleration
 
@@ -66,10 +55,6 @@ def caf_path(x0: Tensor, x1: Tensor, t: Tensor, v0: Tensor, orders: tuple[int, .
     return bk.bezier(x0, x1, t, (x0 + 0.5 * v0)[:, None], orders=orders, backend=backend)
 
 
-def _build(kind: type, run: dict) -> nn.Module:
-    return kind(run["dim"], run["model"]["width"], run["model"]["depth"], run["model"]["time_features"])
-
-
 def train_caf(cfg: CAFConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path, *, run_info: dict,
               device: torch.device | str = "cpu", init_weights: dict[str, Tensor] | None = None,
               progress: bool = True) -> TrainResult:
@@ -77,22 +62,24 @@ def train_caf(cfg: CAFConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path
     (run_dir/acceleration) on the coupling pairs (data.StoredPairs). Returns the acceleration run's result
     with step = the steps of both runs."""
     device, run_dir = torch.device(device), Path(run_dir)
-    model_cfg = resolve_model(model_cfg, pairs.dim)
-    run_info = {**run_info, "dim": pairs.dim, "model": asdict(model_cfg), "v0_scale": cfg.v0_scale}
+    model_cfg = resolve_model(model_cfg, pairs.shape)
+    run_info = {**run_info, "dim": pairs.dim, "shape": list(pairs.shape), "model": asdict(model_cfg),
+                "v0_scale": cfg.v0_scale}
     pairs.to(device)
 
     def times(train, generator: torch.Generator) -> Tensor:
         return torch.rand(train.batch_size, generator=generator).to(device)
 
     torch.manual_seed(cfg.velocity.seed)
-    velocity = VelocityMLP(pairs.dim, model_cfg.width, model_cfg.depth, model_cfg.time_features)
+    velocity = build_network("velocity", model_cfg, pairs.shape, "caf.model")
     if init_weights is not None:
         velocity.load_state_dict(init_weights)
     velocity.to(device)
 
-    def velocity_loss(net: nn.Module, step: int, generator: torch.Generator) -> Tensor:
+    def velocity_loss(net: nn.Module, step: int, generator: torch.Generator, rows: slice) -> Tensor:
         x0, x1, _ = pairs.batch(cfg.velocity.batch_size)
         t = times(cfg.velocity, generator)
+        x0, x1, t = x0[rows], x1[rows], t[rows]
         v0 = cfg.v0_scale * (x1 - x0)
         (xt,) = caf_path(x0, x1, t, v0, (0,), cfg.velocity.backend)
         return F.mse_loss(net(xt, t), v0)
@@ -102,11 +89,12 @@ def train_caf(cfg: CAFConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path
     frozen = first.ema.eval()
 
     torch.manual_seed(cfg.acceleration.seed)
-    acceleration = AccelerationMLP(pairs.dim, model_cfg.width, model_cfg.depth, model_cfg.time_features).to(device)
+    acceleration = build_network("acceleration", model_cfg, pairs.shape, "caf.model").to(device)
 
-    def acceleration_loss(net: nn.Module, step: int, generator: torch.Generator) -> Tensor:
+    def acceleration_loss(net: nn.Module, step: int, generator: torch.Generator, rows: slice) -> Tensor:
         x0, x1, _ = pairs.batch(cfg.acceleration.batch_size)
         t = times(cfg.acceleration, generator)
+        x0, x1, t = x0[rows], x1[rows], t[rows]
         with torch.no_grad():
             v0 = frozen(x0, torch.zeros_like(t))
         xt, target = caf_path(x0, x1, t, v0, (0, 2), cfg.acceleration.backend)
@@ -132,15 +120,15 @@ def caf_stage(cfg: CAFConfig, coupling: str, model_cfg: ModelConfig, seed: int, 
 
 def load_caf(run_dir: str | Path, device: torch.device | str = "cpu") -> CAFModel:
     """Both EMA networks of a CAF run directory, in eval mode."""
-    velocity, _ = load_baseline(Path(run_dir) / VELOCITY, lambda run: _build(VelocityMLP, run), device)
-    acceleration, _ = load_baseline(Path(run_dir) / ACCELERATION, lambda run: _build(AccelerationMLP, run), device)
+    velocity, _ = load_baseline(Path(run_dir) / VELOCITY, lambda run: rebuild("velocity", run), device)
+    acceleration, _ = load_baseline(Path(run_dir) / ACCELERATION, lambda run: rebuild("acceleration", run), device)
     return CAFModel(velocity, acceleration).eval()
 
 
 @torch.no_grad()
 def sample_caf(model: CAFModel, x0: Tensor, steps: int, record: bool = False) -> tuple[Tensor, Tensor | None]:
-    """CAF's N-step sampler (module docstring): x0 [B, D] -> samples [B, D], and with record=True the states
-    [B, N+1, D] at 0, 1/N, ..., 1."""
+    """CAF's N-step sampler (module docstring): x0 [B, *F] -> samples [B, *F], and with record=True the states
+    [B, N+1, *F] at 0, 1/N, ..., 1."""
     times = uniform_times(steps, x0.device).to(x0.dtype)
     batch, h = x0.shape[0], 1.0 / steps
     v0 = model.velocity(x0, times[0].expand(batch))

@@ -16,6 +16,8 @@ adaptive weight 1 / (|delta|^2 + eps)^p (stopped); with s = t the target is v: f
 Times: two logit-normal draws in the paper's time (mean -0.4, std 1); the larger is its t, the
 smaller its r, and s = 1 - t, t = 1 - r here; a fraction 1 - mean_ratio of the batch (0.75) takes
 r = t. Sampling: N uniform jumps z_{k+1} = z_k + (t_{k+1} - t_k) u(z_k, t_k, t_{k+1}), N evaluations.
+The network is of the students' family (baselines.networks: MeanFlowMLP, or MeanFlowUNet for images),
+its time features taking s and t - s at unit scale.
 """
 from __future__ import annotations
 
@@ -30,41 +32,19 @@ import bezier_kernels as bk
 from ..config import DataConfig, ModelConfig
 from ..config.baselines import MeanFlowConfig
 from ..data import IndependentPairs, resolve_pair
-from ..models import VelocityMLP, resolve_model
+from ..models import resolve_model
 from ..samplers import uniform_times
 from ..stages import record_config
 from ..train import TrainResult
-from .loop import fit, load_baseline
+from .loop import fit, load_baseline, unwrapped
+from .networks import build_network, rebuild
 
 STAGE = "meanflow"
 
 
-TIME_SCALE = 1e-3  # the sinusoidal features see s and t - s at unit scale, not the students' 1000 t
-
-
-class MeanFlowMLP(VelocityMLP):
-    """u(z, s, t): z [B, *F], s and t [B] -> [B, *F]. The VelocityMLP of the same width and depth, whose time
-    input is the embedding of s plus a second embedding (its own MLP) of the interval t - s.
-
-    The embeddings take TIME_SCALE * time: the MeanFlow target differentiates the network in s, and the
-    students' 1000 t makes the fastest features turn ~160 times over [0, 1], so du/ds (and the target) is
-    large and noisy. On the Gaussian-to-Gaussian test (500 steps) the one-step error |x - T(x0)|^2 is 0.74
-    at the students' scale and 0.06 at unit scale.
-    """
-
-    def __init__(self, dim: int, width: int, depth: int, time_features: int = 64):
-        super().__init__(dim, width, depth, time_features)
-        self.interval_mlp = nn.Sequential(nn.Linear(time_features, width), nn.SiLU(), nn.Linear(width, width))
-
-    def forward(self, z: Tensor, s: Tensor, t: Tensor) -> Tensor:
-        time = (self.time_mlp(self.time_embedding(TIME_SCALE * s))
-                + self.interval_mlp(self.time_embedding(TIME_SCALE * (t - s))))
-        return self.trunk(self.input(z.reshape(z.shape[0], self.dim)), time).reshape(z.shape)
-
-
-def build(run: dict) -> MeanFlowMLP:
-    """The network described by a run's info (dim, model)."""
-    return MeanFlowMLP(run["dim"], run["model"]["width"], run["model"]["depth"], run["model"]["time_features"])
+def build(run: dict) -> nn.Module:
+    """The network described by a run's info (shape, model): baselines.networks' MeanFlowMLP or MeanFlowUNet."""
+    return rebuild("meanflow", run)
 
 
 def sample_times(cfg: MeanFlowConfig, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -80,14 +60,15 @@ def meanflow_target(model: nn.Module, z: Tensor, s: Tensor, t: Tensor, v: Tensor
     """(u(z, s, t), the identity's target v + (t - s) du/ds, detached) for z, v [B, *F] and s, t [B].
 
     u keeps its graph to the parameters; du/ds is the JVP of u with tangents (v, 1, 0), computed (without a
-    graph) only for the samples with t > s: where t = s the target is v whatever du/ds is.
+    graph, on the network inside a DistributedDataParallel wrapper) only for the samples with t > s: where
+    t = s the target is v whatever du/ds is.
     """
     u = model(z, s, t)
     target = v.detach().clone()
     mean = t > s
     if bool(mean.any()):
         with torch.no_grad():
-            _, du_ds = torch.func.jvp(model, (z[mean], s[mean], t[mean]),
+            _, du_ds = torch.func.jvp(unwrapped(model), (z[mean], s[mean], t[mean]),
                                       (v[mean], torch.ones_like(s[mean]), torch.zeros_like(t[mean])))
         target[mean] += (t - s)[mean].reshape(-1, *[1] * (du_ds.dim() - 1)) * du_ds
     return u, target.detach()
@@ -102,17 +83,18 @@ def meanflow_loss(u: Tensor, target: Tensor, power: float, eps: float) -> Tensor
 def train_meanflow(cfg: MeanFlowConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path, *, run_info: dict,
                    device: torch.device | str = "cpu", progress: bool = True,
                    stop_after: int | None = None) -> TrainResult:
-    """A MeanFlowMLP trained on pairs.batch(size, generator) (independent pairs: from scratch) for cfg.train.steps."""
+    """A MeanFlow network (the MLP or UNet model_cfg names) trained on pairs.batch(size, generator) (independent
+    pairs: from scratch) for cfg.train.steps."""
     device, train = torch.device(device), cfg.train
-    model_cfg = resolve_model(model_cfg, pairs.dim)
+    model_cfg = resolve_model(model_cfg, pairs.shape)
     torch.manual_seed(train.seed)
-    model = MeanFlowMLP(pairs.dim, model_cfg.width, model_cfg.depth, model_cfg.time_features).to(device)
-    run_info = {**run_info, "stage": STAGE, "dim": pairs.dim, "model": asdict(model_cfg)}
+    model = build_network("meanflow", model_cfg, pairs.shape, "meanflow.model").to(device)
+    run_info = {**run_info, "stage": STAGE, "dim": pairs.dim, "shape": list(pairs.shape), "model": asdict(model_cfg)}
 
-    def loss(net: nn.Module, step: int, generator: torch.Generator) -> Tensor:
+    def loss(net: nn.Module, step: int, generator: torch.Generator, rows: slice) -> Tensor:
         x0, x1, _ = pairs.batch(train.batch_size, generator)
         s, t = sample_times(cfg, train.batch_size, generator)
-        x0, x1, s, t = (v.to(device) for v in (x0, x1, s, t))
+        x0, x1, s, t = (v[rows].to(device) for v in (x0, x1, s, t))
         z, v = bk.bezier(x0, x1, s, orders=(0, 1), backend=train.backend)
         u, target = meanflow_target(net, z, s, t, v)
         return meanflow_loss(u, target, cfg.weight_power, cfg.weight_eps)
@@ -131,8 +113,8 @@ def meanflow_stage(cfg: MeanFlowConfig, data: DataConfig, model_cfg: ModelConfig
 
 @torch.no_grad()
 def sample_meanflow(model: nn.Module, x0: Tensor, steps: int, record: bool = False) -> tuple[Tensor, Tensor | None]:
-    """N uniform average-velocity jumps from t = 0 to 1: x0 [B, D] -> samples [B, D], and with record=True the
-    states [B, N+1, D] at 0, 1/N, ..., 1."""
+    """N uniform average-velocity jumps from t = 0 to 1: x0 [B, *F] -> samples [B, *F], and with record=True the
+    states [B, N+1, *F] at 0, 1/N, ..., 1."""
     times = uniform_times(steps, x0.device).to(x0.dtype)
     batch, z, states = x0.shape[0], x0, [x0]
     for s, t in zip(times[:-1], times[1:]):
@@ -141,5 +123,5 @@ def sample_meanflow(model: nn.Module, x0: Tensor, steps: int, record: bool = Fal
     return z, (torch.stack(states, dim=1) if record else None)
 
 
-def load_meanflow(run_dir: str | Path, device: torch.device | str = "cpu") -> MeanFlowMLP:
+def load_meanflow(run_dir: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     return load_baseline(run_dir, build, device)[0]

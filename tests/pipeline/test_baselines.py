@@ -12,11 +12,13 @@ import pytest
 import torch
 
 import bezier_kernels as bk
-from bezier_distill.baselines import caf, meanflow
-from bezier_distill.config import ModelConfig
+from bezier_distill.baselines import caf, meanflow, networks
+from bezier_distill.checkpoint import model_weights
+from bezier_distill.config import ConfigError, ModelConfig
 from bezier_distill.config.baselines import CAFConfig, MeanFlowConfig, RFPPConfig
 from bezier_distill.data import Distribution, IndependentPairs, StoredPairs, get_distribution
 from bezier_distill.evaluation.metrics import energy_distance
+from bezier_distill.models import UNet
 from bezier_distill.train import train
 
 from pipeline_helpers import tiny_train
@@ -205,15 +207,111 @@ def test_caf_and_meanflow_networks_take_images_as_their_vectors():
     """Images [B, 1, 2, 3]: the same outputs (reshaped) as the vectors [B, 6]; MeanFlow's target too."""
     torch.manual_seed(0)
     x, v0, t, s = torch.randn(5, 1, 2, 3), torch.randn(5, 1, 2, 3), torch.rand(5), torch.rand(5) * 0.5
-    acceleration = caf.AccelerationMLP(6, 16, 1, 8)
+    acceleration = networks.AccelerationMLP(6, 16, 1, 8)
     torch.nn.init.normal_(acceleration.output[-1].weight)  # the output layer starts at zero
     image = acceleration(x, t, v0)
     assert image.shape == x.shape and float(image.detach().abs().sum()) > 0
     torch.testing.assert_close(image.flatten(1), acceleration(x.flatten(1), t, v0.flatten(1)))
-    average = meanflow.MeanFlowMLP(6, 16, 1, 8)
+    average = networks.MeanFlowMLP(6, 16, 1, 8)
     torch.nn.init.normal_(average.output[-1].weight)
     u, target = meanflow.meanflow_target(average, x, s, s + 0.3, v0)
     flat_u, flat_target = meanflow.meanflow_target(average, x.flatten(1), s, s + 0.3, v0.flatten(1))
     assert u.shape == target.shape == x.shape
     torch.testing.assert_close(u.flatten(1), flat_u)
     torch.testing.assert_close(target.flatten(1), flat_target)
+
+
+# ---------------------------------------------------------------- the networks' families: MLP and UNet
+
+IMAGE = (1, 4, 4)
+SMALL_UNET = ModelConfig(width=8, levels=1, time_features=8)  # kind auto: the UNet for images
+
+
+def image_map(x0: torch.Tensor) -> torch.Tensor:
+    """The Gaussian map pixel by pixel: N(0, I) -> N(1.5, 0.25 I) on images [B, 1, 4, 4]."""
+    return 1.5 + SIGMA * x0
+
+
+def _nonzero_output(network: torch.nn.Module) -> torch.nn.Module:
+    last = network.out if hasattr(network, "out") else network.output[-1]
+    torch.nn.init.normal_(last.weight, std=0.3)  # the output layer starts at zero
+    return network
+
+
+def test_baseline_networks_are_of_the_students_family_and_refuse_factories():
+    assert type(networks.build_network("velocity", SMALL_UNET, IMAGE)) is UNet
+    assert type(networks.build_network("acceleration", SMALL_UNET, IMAGE)) is networks.AccelerationUNet
+    assert type(networks.build_network("meanflow", SMALL_UNET, IMAGE)) is networks.MeanFlowUNet
+    assert type(networks.build_network("acceleration", SMALL_UNET, (6,))) is networks.AccelerationMLP
+    mlp = ModelConfig(kind="mlp", width=16, depth=1, time_features=8)
+    assert type(networks.build_network("meanflow", mlp, IMAGE)) is networks.MeanFlowMLP
+    with pytest.raises(ConfigError, match=r"'caf\.model\.factory': .*use model\.kind 'mlp' or 'unet'"):
+        networks.build_network("acceleration", ModelConfig(factory="tests:net"), IMAGE, "caf.model")
+    # the run info a checkpoint holds rebuilds the same network (older runs recorded only "dim": the MLP)
+    run = {"shape": list(IMAGE), "model": {"kind": "unet", "width": 8, "depth": 1, "levels": 1, "time_features": 8,
+                                           "factory": ""}}
+    assert type(networks.rebuild("acceleration", run)) is networks.AccelerationUNet
+    old = {"dim": 6, "model": {"kind": "mlp", "width": 16, "depth": 1, "levels": None, "time_features": 8,
+                               "factory": ""}}
+    assert type(networks.rebuild("meanflow", old)) is networks.MeanFlowMLP
+
+
+def test_the_unet_baselines_take_their_extra_inputs():
+    """AccelerationUNet depends on v0 and MeanFlowUNet on the interval t - s; both keep the image shape."""
+    torch.manual_seed(0)
+    x, v0 = torch.randn(3, *IMAGE), torch.randn(3, *IMAGE)
+    t = torch.rand(3)
+    acceleration = _nonzero_output(networks.AccelerationUNet(IMAGE, 8, 1, 1, 8))
+    out = acceleration(x, t, v0)
+    assert out.shape == x.shape and not torch.allclose(out, acceleration(x, t, v0 + 1.0))
+    average = _nonzero_output(networks.MeanFlowUNet(IMAGE, 8, 1, 1, 8))
+    s = 0.5 * t
+    u = average(x, s, t)
+    assert u.shape == x.shape and not torch.allclose(u, average(x, s, s))
+
+
+def test_the_meanflow_target_of_the_unet_is_its_derivative_along_the_flow():
+    """The JVP in meanflow_target against central differences of u along (v, 1, 0) (float64 but for the time
+    embedding, which takes times in float32: a step of 1e-3, so the differences are good to ~1e-4)."""
+    torch.manual_seed(1)
+    net = _nonzero_output(networks.MeanFlowUNet(IMAGE, 8, 1, 1, 8)).double()
+    z, v = torch.randn(4, *IMAGE, dtype=torch.float64), torch.randn(4, *IMAGE, dtype=torch.float64)
+    s = torch.tensor([0.1, 0.3, 0.5, 0.2], dtype=torch.float64)
+    t = s + torch.tensor([0.4, 0.2, 0.0, 0.6], dtype=torch.float64)
+    _, target = meanflow.meanflow_target(net, z, s, t, v)
+    eps = 1e-3
+    with torch.no_grad():
+        du_ds = (net(z + eps * v, s + eps, t) - net(z - eps * v, s - eps, t)) / (2 * eps)
+    torch.testing.assert_close(target, v + (t - s)[:, None, None, None] * du_ds, rtol=1e-3, atol=1e-5)
+    assert not torch.allclose(target, v, rtol=1e-3, atol=1e-5)  # the derivative term is not negligible
+
+
+def test_caf_from_a_unet_teacher_and_meanflow_learn_an_image_map_in_one_step(tmp_path):
+    """Images [1, 4, 4], the UNet family throughout: CAF's velocity model starts from a UNet teacher's weights
+    (what the comparison does with model.kind auto on images), and both methods' one-step samples come far
+    closer to the map than the source."""
+    teacher_pairs = StoredPairs(*(lambda x0: (x0, image_map(x0)))(torch.randn(1024, *IMAGE)), None, 0)
+    train(tiny_train(steps=20, batch_size=64, checkpoint_every=20, target="velocity"), SMALL_UNET, teacher_pairs,
+          tmp_path / "teacher", run_info={"stage": "teacher"}, progress=False)
+    x0 = torch.randn(2048, *IMAGE, generator=torch.Generator().manual_seed(5))
+    steps = dict(batch_size=64, checkpoint_every=150, log_every=50)
+    cfg = CAFConfig(velocity=tiny_train(steps=150, **steps), acceleration=tiny_train(steps=150, **steps))
+    caf.train_caf(cfg, SMALL_UNET, StoredPairs(x0, image_map(x0), None, 0), tmp_path / "caf", run_info={},
+                  progress=False, init_weights=model_weights(tmp_path / "teacher")[0])
+    model = caf.load_caf(tmp_path / "caf")
+    assert type(model.velocity) is UNet and type(model.acceleration) is networks.AccelerationUNet
+    target = Distribution("image map", 16, lambda n, gen: image_map(torch.randn(n, *IMAGE, generator=gen)),
+                          shape=IMAGE)
+    mf_cfg = MeanFlowConfig(train=tiny_train(steps=150, batch_size=64, checkpoint_every=150, log_every=50))
+    meanflow.train_meanflow(mf_cfg, SMALL_UNET, IndependentPairs(get_distribution("normal", shape=IMAGE), target),
+                            tmp_path / "mf", run_info={}, progress=False)
+    average = meanflow.load_meanflow(tmp_path / "mf")
+    assert type(average) is networks.MeanFlowUNet
+    test = torch.randn(256, *IMAGE, generator=torch.Generator().manual_seed(6))
+
+    def error(x1: torch.Tensor) -> float:
+        return float((x1 - image_map(test)).square().flatten(1).sum(1).mean())
+
+    source = error(test)  # 16 (1.5^2 + 0.5^2) = 40
+    caf_error, mf_error = error(caf.sample_caf(model, test, 1)[0]), error(meanflow.sample_meanflow(average, test, 1)[0])
+    assert caf_error < 0.02 * source and mf_error < 0.15 * source  # measured: 0.20 and 2.8 of 39.8
