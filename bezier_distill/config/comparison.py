@@ -166,3 +166,8 @@ class CompareConfig:
         yield "reflow.target", velocity_target_problem(self.reflow)
         names = [m.name for m in self.methods]
         yield "methods", need(bool(names) and len(set(names)) == len(names), "needs methods with distinct names", names)
+        two_input = sorted({m.kind for m in self.methods if m.kind in ("caf", "meanflow")})
+        yield "model.factory", need(not (self.model.factory and two_input),
+                                    f"is a plain f(x, t), but the methods of kind {' and '.join(two_input)} need "
+                                    "networks with more inputs: drop them or use model.kind 'mlp' or 'unet'",
+                                    self.model.factory)

@@ -180,6 +180,12 @@ def test_bad_comparison_configs_are_one_line_errors_naming_the_field():
         load_stage("compare", {"compare": {"guide_map": {"train": {"time_sampling": "uniform"}}}})
     with pytest.raises(ConfigError, match=r"'compare.methods': needs methods with distinct names"):
         load_stage("compare", {"compare": {"methods": [{"name": "a"}, {"name": "a"}]}})
+    with pytest.raises(ConfigError, match=r"'compare.model.factory': is a plain f\(x, t\), but the methods of kind "
+                                          r"caf and meanflow need networks with more inputs"):
+        load_stage("compare", {"compare": {"model": {"factory": "my.nets:build"}}})
+    factory_students = {"model": {"factory": "my.nets:build"}, "methods": [{"name": "1-RF"}, {"name": "2-RF++",
+                                                                                              "kind": "rfpp"}]}
+    assert load_stage("compare", {"compare": factory_students}).model.factory == "my.nets:build"
 
 
 def test_a_digits_comparison_reports_the_classifier_frechet_distance(tmp_path, monkeypatch):
