@@ -143,15 +143,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_los
     const at::Tensor& pred, const at::Tensor& x0, const at::Tensor& x1, const std::optional<at::Tensor>& guides,
     const at::Tensor& t, const std::optional<at::Tensor>& weight, c10::string_view target, c10::string_view loss,
     double huber_c, c10::string_view reduction, bool residual, bool t_grad) {
-  const auto shape = check_control_points(x0, x1, guides, t);
-  check_pred(pred, x0, shape);
-  check_weight(weight, shape, x0);
-  const Target tgt = parse_target(target);
-  const Loss kind = parse_loss(loss);
-  const Reduction red = parse_reduction(reduction);
+  const FusedLossArgs args = check_fused_loss(pred, x0, x1, guides, t, weight, target, loss, reduction);
+  const ControlPointsShape shape = args.shape;
+  const Target tgt = args.target;
+  const Loss kind = args.loss;
+  const Reduction red = args.reduction;
+  const double factor = args.mean_factor;
   const int64_t B = shape.batch, D = shape.features;
   const c10::cuda::CUDAGuard device_guard(x0.device());
-  const double factor = red == Reduction::kMean && B > 0 ? 1.0 / static_cast<double>(B) : 1.0;
   const at::Tensor row_weight = weight.has_value() ? weight->to(at::kDouble).mul(factor)
                                                    : at::full({B}, factor, x0.options().dtype(at::kDouble));
   // dr/dpred per sample: 1 (velocity, left out) or 1 - t (endpoint)

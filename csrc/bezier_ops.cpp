@@ -100,6 +100,18 @@ void check_pred(const at::Tensor& pred, const at::Tensor& x0, const ControlPoint
               "bezier_kernels: pred must be [B, D] like x0, with unit feature stride");
 }
 
+FusedLossArgs check_fused_loss(const at::Tensor& pred, const at::Tensor& x0, const at::Tensor& x1,
+                               const std::optional<at::Tensor>& guides, const at::Tensor& t,
+                               const std::optional<at::Tensor>& weight, c10::string_view target,
+                               c10::string_view loss, c10::string_view reduction) {
+  const ControlPointsShape shape = check_control_points(x0, x1, guides, t);
+  check_pred(pred, x0, shape);
+  check_weight(weight, shape, x0);
+  const Reduction red = parse_reduction(reduction);
+  const double mean_factor = red == Reduction::kMean && shape.batch > 0 ? 1.0 / static_cast<double>(shape.batch) : 1.0;
+  return {shape, parse_target(target), parse_loss(loss), red, mean_factor};
+}
+
 LossFactors check_loss_factors(const at::Tensor& row_weight, const std::optional<at::Tensor>& out_scale,
                                const at::Tensor& x0, const ControlPointsShape& shape) {
   auto check = [&](const at::Tensor& v, const char* name) {
@@ -257,15 +269,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_los
     const at::Tensor& pred, const at::Tensor& x0, const at::Tensor& x1, const std::optional<at::Tensor>& guides,
     const at::Tensor& t, const std::optional<at::Tensor>& weight, c10::string_view target, c10::string_view loss,
     double huber_c, c10::string_view reduction, bool residual, bool t_grad) {
-  const auto shape = check_control_points(x0, x1, guides, t);
-  check_pred(pred, x0, shape);
-  check_weight(weight, shape, x0);
-  const Target tgt = parse_target(target);
-  const Loss kind = parse_loss(loss);
-  const Reduction red = parse_reduction(reduction);
+  const FusedLossArgs args = check_fused_loss(pred, x0, x1, guides, t, weight, target, loss, reduction);
+  const ControlPointsShape shape = args.shape;
+  const Target tgt = args.target;
+  const Loss kind = args.loss;
+  const Reduction red = args.reduction;
+  const double factor = args.mean_factor;
   const int64_t B = shape.batch, D = shape.features;
   const std::vector<double> t64 = cpu_doubles(t);
-  const double factor = red == Reduction::kMean && B > 0 ? 1.0 / static_cast<double>(B) : 1.0;
   // m_b = row_weight_b * row_factor, sample b's factor in the reduced loss (no array without weights)
   std::vector<double> row_weight = weight.has_value() ? cpu_doubles(*weight) : std::vector<double>();
   const double* w = row_weight.empty() ? nullptr : row_weight.data();

@@ -29,6 +29,19 @@ Reduction parse_reduction(c10::string_view reduction);
 void check_weight(const std::optional<at::Tensor>& weight, const ControlPointsShape& shape, const at::Tensor& x0);
 // pred must be [B, D] like x0 (dtype, device) with unit feature stride.
 void check_pred(const at::Tensor& pred, const at::Tensor& x0, const ControlPointsShape& shape);
+// fused_loss's arguments, checked (the control points, pred, weight, the names) and parsed, for both
+// devices; mean_factor is the factor of every sample in the reduced loss before weights (1/B for a mean).
+struct FusedLossArgs {
+  ControlPointsShape shape;
+  Target target;
+  Loss loss;
+  Reduction reduction;
+  double mean_factor;
+};
+FusedLossArgs check_fused_loss(const at::Tensor& pred, const at::Tensor& x0, const at::Tensor& x1,
+                               const std::optional<at::Tensor>& guides, const at::Tensor& t,
+                               const std::optional<at::Tensor>& weight, c10::string_view target,
+                               c10::string_view loss, c10::string_view reduction);
 // loss_fwd's per-sample factors, [B] float64 contiguous on x0's device: row_weight m_b (sample
 // b's factor in the reduced loss) and out_scale (the factor of r in the [B, D] output; null: 1).
 struct LossFactors {
