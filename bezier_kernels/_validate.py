@@ -1,7 +1,9 @@
 """Input checks shared by every backend (docs/spec.md section 5), run before any kernel launch.
 
 Wrong types and dtypes raise TypeError, wrong shapes, devices and names raise ValueError; every
-message names the argument and what was expected.
+message names the argument and what was expected. Valid calls on plain tensors take a fast path:
+one call of the extension's call_shape (csrc/module.cpp) when it is built, else a few comparisons
+here; anything it does not accept goes through the full checks, which raise with the messages.
 """
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from . import _extension
 from .reference import MAX_REFERENCE_DEGREE
+
+_CALL_SHAPE = getattr(_extension.EXTENSION, "call_shape", None)  # None without the compiled extension
 
 ORDERS = (0, 1, 2)
 TARGETS = ("velocity", "endpoint")
@@ -67,8 +72,13 @@ def _check_degree(degree: int, name: str) -> int:
 def check_path(x0: object, x1: object, t: object, guides: object | None) -> PathShape:
     """Validates bezier(x0, x1, t, guides): x0, x1 [B, *F]; guides None or [B, n-1, *F]; t [B].
 
-    Valid plain tensors take a short path (one comparison per property, a few microseconds less per
-    call); anything else, and every error, goes through the full checks with their messages."""
+    Valid plain tensors take a short path (the extension's call_shape, else one comparison per property:
+    microseconds less per call); anything else, and every error, goes through the full checks with their
+    messages."""
+    if _CALL_SHAPE is not None and not torch.compiler.is_compiling():  # (Dynamo cannot trace into the extension)
+        found = _CALL_SHAPE(x0, x1, t, guides, None, None, MAX_REFERENCE_DEGREE)
+        if found is not None:
+            return PathShape(*found)
     if type(x0) is Tensor and type(x1) is Tensor and type(t) is Tensor:
         shape, dtype, device = x0.shape, x0.dtype, x0.device
         if (dtype.is_floating_point and len(shape) >= 1 and x1.dtype is dtype and x1.shape == shape
@@ -147,3 +157,17 @@ def check_loss(pred: object, x0: Tensor, shape: PathShape, target: object, loss:
             raise ValueError(f"weight must be on x0's device {x0.device}, got {weight.device}")
         if tuple(weight.shape) != (shape.batch,):
             raise ValueError(f"weight must have shape [B] = [{shape.batch}], got {list(weight.shape)}")
+
+
+def check_loss_call(pred: object, x0: object, x1: object, t: object, guides: object | None, target: object,
+                    loss: object, huber_c: object, weight: object | None, reduction: object) -> PathShape:
+    """Validates a whole bezier_distill_loss call (check_path, then check_loss); the path's shape."""
+    if _CALL_SHAPE is not None and not torch.compiler.is_compiling() and target in TARGETS and loss in LOSSES and (
+            reduction in REDUCTIONS and (huber_c is None or (loss == "pseudo_huber" and type(huber_c) in (int, float)
+                                                             and huber_c > 0))):
+        found = _CALL_SHAPE(x0, x1, t, guides, pred, weight, MAX_REFERENCE_DEGREE)
+        if found is not None:
+            return PathShape(*found)
+    shape = check_path(x0, x1, t, guides)
+    check_loss(pred, x0, shape, target, loss, huber_c, weight, reduction)
+    return shape

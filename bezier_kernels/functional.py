@@ -73,8 +73,7 @@ def bezier_distill_loss(pred: Tensor, x0: Tensor, x1: Tensor, t: Tensor, guides:
     Returns pred's dtype. Gradients flow to pred, x0, x1, guides and t. With the defaults it
     equals torch.nn.functional.mse_loss(pred, B'(t)).
     """
-    shape = _validate.check_path(x0, x1, t, guides)
-    _validate.check_loss(pred, x0, shape, target, loss, huber_c, weight, reduction)
+    shape = _validate.check_loss_call(pred, x0, x1, t, guides, target, loss, huber_c, weight, reduction)
     name = backends.resolve_backend(backend, x0.device, shape.degree, "loss", x0.dtype, x0.numel())
     if name == "torch":
         return reference.bezier_distill_loss(pred, x0, x1, t, guides, target=target, loss=loss,

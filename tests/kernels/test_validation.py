@@ -136,3 +136,71 @@ def test_fused_backends_reject_degree_past_64(fused_backend_device):
     # "auto" falls back to the reference above the kernels' range
     (pos,) = bk.bezier(x0, x1, t, guides, orders=(0,))
     assert pos.shape == (2, 3)
+
+
+# ---------------------------------------------------------------- the compiled fast path of the checks
+
+def _fast_shape(**changes):
+    from bezier_kernels import _validate
+
+    a = {**good(), "pred": torch.randn(B, D), "weight": None, **changes}
+    return _validate._CALL_SHAPE(a["x0"], a["x1"], a["t"], a["guides"], a["pred"], a["weight"],
+                                 bk.reference.MAX_REFERENCE_DEGREE)
+
+
+def _needs_fast_path():
+    from bezier_kernels import _validate
+
+    if _validate._CALL_SHAPE is None:
+        pytest.skip("the C++ extension is not built (pip install --no-build-isolation -e .)")
+
+
+@pytest.mark.parametrize("name,changes,error", LOSS_CASES + PATH_CASES[:18],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_the_compiled_fast_path_accepts_no_bad_input(name, changes, error):
+    """Every input the Python checks reject, the extension's call_shape declines (None: the full checks then raise)."""
+    _needs_fast_path()
+    tensors = {k: v for k, v in changes.items() if k in ("x0", "x1", "t", "guides", "pred", "weight")}
+    if tensors:
+        assert _fast_shape(**tensors) is None
+
+
+VALID = [
+    dict(),
+    dict(guides=None),
+    dict(guides=torch.randn(B, 0, D)),
+    dict(weight=torch.rand(B, dtype=torch.float64)),
+    dict(x0=torch.randn(B, 2, 5), x1=torch.randn(B, 2, 5), guides=torch.randn(B, N - 1, 2, 5),
+         pred=torch.randn(B, 2, 5)),
+    dict(x0=torch.randn(0, D), x1=torch.randn(0, D), t=torch.rand(0), guides=torch.randn(0, 1, D),
+         pred=torch.randn(0, D)),
+    dict(x0=torch.randn(B, D, dtype=torch.float64), x1=torch.randn(B, D, dtype=torch.float64), guides=None,
+         pred=torch.randn(B, D, dtype=torch.float64), t=torch.rand(B, dtype=torch.float64)),
+    dict(x0=torch.randn(B, 2 * D)[:, ::2], guides=torch.randn(B, 5, D).transpose(0, 1).contiguous().transpose(0, 1)),
+]
+
+
+@pytest.mark.parametrize("changes", VALID)
+def test_the_compiled_fast_path_gives_the_python_checks_shape(changes):
+    from bezier_kernels import _validate
+
+    _needs_fast_path()
+    a = {**good(), "pred": torch.randn(B, D), "weight": None, **changes}
+    if "x0" in changes and "x1" not in changes:
+        a["x1"] = torch.randn_like(a["x0"])
+    expected = _validate._check_path(a["x0"], a["x1"], a["t"], a["guides"])
+    _validate.check_loss(a["pred"], a["x0"], expected, "velocity", "mse", None, a["weight"], "mean")
+    found = _validate._CALL_SHAPE(a["x0"], a["x1"], a["t"], a["guides"], a["pred"], a["weight"],
+                                  bk.reference.MAX_REFERENCE_DEGREE)
+    assert found is not None and _validate.PathShape(*found) == expected
+    # a tensor subclass is declined (it may override what is read; nn.Parameter is not such a subclass) and
+    # accepted by the Python checks
+    sub = torch.randn(B, D).as_subclass(_Subclass)
+    assert _fast_shape(pred=sub) is None and _fast_shape(pred=torch.nn.Parameter(torch.randn(B, D))) is not None
+    shape = _validate.check_loss_call(sub, *(good()[k] for k in ("x0", "x1", "t")), good()["guides"], "velocity",
+                                      "mse", None, None, "mean")
+    assert shape == _validate.PathShape(B, (D,), N)
+
+
+class _Subclass(torch.Tensor):
+    pass
