@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..files import atomic_write, read_json
 from .layout import RESULTS_JSON, RESULTS_MD
-from .verdict import HIGHER_IS_BETTER, verdicts
+from .verdict import HIGHER_IS_BETTER, SECONDARY, verdicts
 
 # metric key in results.json -> column title
 METRICS = {"energy_distance": "energy dist.", "mmd": "MMD²", "sliced_w2": "sliced W2", "w2": "W2",
@@ -72,14 +72,20 @@ def headline_row(results: dict, method: str, steps: int) -> dict | None:
 
 
 def verdict_lines(results: dict) -> list[str]:
-    """One line per comparison of the best Bezier student with another method, per number of steps."""
+    """One line per comparison of the best Bezier student with another method, per number of steps: on the
+    primary metric, then (when that is another) on energy distance."""
     found = verdicts(results, headline_row)
     if not found:
         return ["No verdict: the comparison has no Bezier student, or no student carries a primary metric."]
-    label = METRICS[found[0].metric]
-    lines = [f"Verdict on {label} ({'higher' if found[0].metric in HIGHER_IS_BETTER else 'lower'} is better), "
-             "best Bezier student per number of steps against each other method:"]
-    return lines + [f"- {v.sentence(label)}" for v in found]
+    lines = []
+    second = verdicts(results, headline_row, SECONDARY) if found[0].metric != SECONDARY else []
+    for group, lead in ((found, "Verdict on"), (second, "Also on")):
+        if group:
+            label = METRICS[group[0].metric]
+            lines += [f"{lead} {label} ({'higher' if group[0].metric in HIGHER_IS_BETTER else 'lower'} is better), "
+                      "best Bezier student per number of steps against each other method:"]
+            lines += [f"- {v.sentence(label)}" for v in group]
+    return lines
 
 
 def render_markdown(results: dict) -> str:

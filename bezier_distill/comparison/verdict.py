@@ -17,6 +17,9 @@ from dataclasses import dataclass
 # the primary metric of a pair, in order of preference (the first one the rows carry: the classifier FD for images,
 # the exact log-density for mixtures, the fraction in the support for the checkerboard), and its direction
 PRIMARY = ("frechet", "log_density", "in_support", "energy_distance")
+# the second view of every pair whose primary metric is another: a distance between the whole distributions (a
+# sampler can put its mass inside the support, or near the modes, in the wrong proportions)
+SECONDARY = "energy_distance"
 HIGHER_IS_BETTER = {"log_density", "in_support", "mode_coverage", "precision", "recall"}
 # two-sided 95% quantiles of Student's t for 1..10 degrees of freedom (more: the normal's 1.96)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -66,9 +69,10 @@ def paired_outcome(ours: list[float], theirs: list[float], higher_is_better: boo
     return mean, sd, "beats" if mean > 0 else "loses to"
 
 
-def verdicts(results: dict, headline_row) -> list[Verdict]:
-    """Every Verdict of a results.json mapping; headline_row(results, method, steps) picks each method's row."""
-    metric = primary_metric(results)
+def verdicts(results: dict, headline_row, metric: str | None = None) -> list[Verdict]:
+    """Every Verdict of a results.json mapping on `metric` (default: the primary one); headline_row(results,
+    method, steps) picks each method's row."""
+    metric = metric or primary_metric(results)
     if metric is None:
         return []
     higher = metric in HIGHER_IS_BETTER

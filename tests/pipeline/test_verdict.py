@@ -70,3 +70,16 @@ def test_the_report_opens_with_the_verdict_and_a_comparison_without_bezier_says_
     assert "- 1 step: Bezier beats 1-RF on energy dist. by 0.2" in text
     no_bezier = results_with("energy_distance", {}, {"1-RF": [0.3, 0.31, 0.29]})
     assert verdict_lines(no_bezier)[0].startswith("No verdict")
+
+
+def test_a_pair_judged_on_its_structure_is_also_judged_on_energy_distance():
+    """Primary metric in support (higher is better), and energy distance as the second view: a student can be in
+    the support as often as another and still place its mass worse."""
+    results = results_with("in_support", {"Bezier": [0.80, 0.81, 0.79]}, {"MeanFlow": [0.80, 0.82, 0.79]})
+    for row, energy in zip(results["rows"], ([0.001, 0.0011, 0.0009], [0.014, 0.015, 0.013])):
+        row["metrics"]["energy_distance"] = stat(energy)
+    lines = verdict_lines(results)
+    assert lines[0].startswith("Verdict on in support (higher is better)") and "ties with MeanFlow" in lines[1]
+    assert lines[2].startswith("Also on energy dist. (lower is better)")
+    assert lines[3] == "- 1 step: Bezier beats MeanFlow on energy dist. by 0.013 ± 0.0009 (paired over 3 seeds)"
+    assert len(verdict_lines(results_with("energy_distance", {"Bezier": [0.1] * 3}, {"1-RF": [0.2] * 3}))) == 2
