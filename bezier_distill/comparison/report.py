@@ -22,7 +22,8 @@ from .verdict import HIGHER_IS_BETTER, SECONDARY, verdicts
 METRICS = {"energy_distance": "energy dist.", "mmd": "MMD²", "sliced_w2": "sliced W2", "w2": "W2",
            "frechet": "FD (classifier)", "log_density": "log p", "in_support": "in support",
            "mode_coverage": "modes covered", "mode_tv": "mode TV", "precision": "precision", "recall": "recall",
-           "teacher_gap": "gap to teacher", "straightness": "straightness"}
+           "teacher_gap": "gap to teacher", "straightness": "straightness",
+           "log_density_gap": "log p gap to the target's"}
 SAMPLERS = {"-": "-", "one step": "one step", "euler": "Euler", "heun": "Heun", "bezier": "Bezier re-entry",
             "caf": "CAF", "meanflow": "MeanFlow jumps"}
 # the sampler of a method's headline row, in order of preference: each model's own path

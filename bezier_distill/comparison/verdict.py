@@ -21,6 +21,10 @@ PRIMARY = ("frechet", "log_density", "in_support", "energy_distance")
 # sampler can put its mass inside the support, or near the modes, in the wrong proportions)
 SECONDARY = "energy_distance"
 HIGHER_IS_BETTER = {"log_density", "in_support", "mode_coverage", "precision", "recall"}
+# The mean log-density of the samples, E_q[log p] = -H(q) - KL(q || p), is largest for a sampler that collapses onto
+# the modes' centres, above the target's own value (-H(p), the `target` row): the verdict judges instead its distance
+# to the target sample's value on the same seed, |E_q[log p] - E_p[log p]| (lower is better), named metric + "_gap".
+GAP_TO_TARGET = {"log_density"}
 # two-sided 95% quantiles of Student's t for 1..10 degrees of freedom (more: the normal's 1.96)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 BEZIER_KINDS = ("bezier",)
@@ -70,12 +74,19 @@ def paired_outcome(ours: list[float], theirs: list[float], higher_is_better: boo
 
 
 def verdicts(results: dict, headline_row, metric: str | None = None) -> list[Verdict]:
-    """Every Verdict of a results.json mapping on `metric` (default: the primary one); headline_row(results,
-    method, steps) picks each method's row."""
+    """Every Verdict of a results.json mapping on `metric` (default: the primary one; GAP_TO_TARGET metrics as
+    their gap to the target row); headline_row(results, method, steps) picks each method's row."""
     metric = metric or primary_metric(results)
     if metric is None:
         return []
-    higher = metric in HIGHER_IS_BETTER
+    target = next((r for r in results["rows"] if r["model"] == "target" and metric in r["metrics"]), None)
+    gap = metric in GAP_TO_TARGET and target is not None
+    higher = metric in HIGHER_IS_BETTER and not gap
+
+    def values(row: dict) -> list[float]:
+        found = row["metrics"][metric]["values"]
+        return [abs(v - ref) for v, ref in zip(found, target["metrics"][metric]["values"])] if gap else found
+
     methods = [(c["method"], c["kind"]) for c in results["costs"]]
     found = []
     for steps in sorted(set(results["config"]["evaluate"]["steps"])):
@@ -85,11 +96,11 @@ def verdicts(results: dict, headline_row, metric: str | None = None) -> list[Ver
         if not bezier:
             continue
         pick = max if higher else min
-        best = pick(bezier, key=lambda name: rows[name]["metrics"][metric]["mean"])
-        ours = rows[best]["metrics"][metric]["values"]
+        best = pick(bezier, key=lambda name: sum(values(rows[name])) / len(values(rows[name])))
+        ours = values(rows[best])
         for name, kind in methods:
             if kind in BEZIER_KINDS or name not in rows:
                 continue
-            mean, sd, outcome = paired_outcome(ours, rows[name]["metrics"][metric]["values"], higher)
-            found.append(Verdict(steps, metric, best, name, mean, sd, len(ours), outcome))
+            mean, sd, outcome = paired_outcome(ours, values(rows[name]), higher)
+            found.append(Verdict(steps, metric + "_gap" if gap else metric, best, name, mean, sd, len(ours), outcome))
     return found

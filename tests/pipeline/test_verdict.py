@@ -83,3 +83,17 @@ def test_a_pair_judged_on_its_structure_is_also_judged_on_energy_distance():
     assert lines[2].startswith("Also on energy dist. (lower is better)")
     assert lines[3] == "- 1 step: Bezier beats MeanFlow on energy dist. by 0.013 ± 0.0009 (paired over 3 seeds)"
     assert len(verdict_lines(results_with("energy_distance", {"Bezier": [0.1] * 3}, {"1-RF": [0.2] * 3}))) == 2
+
+
+def test_log_density_is_judged_by_its_gap_to_the_target_so_a_collapse_onto_the_modes_does_not_win():
+    """A sampler that puts its samples at the modes' centres has a log p above the target's own (-entropy): judged
+    by |log p - target's| per seed, the Bezier student slightly below the target beats it."""
+    results = results_with("log_density", {"Bezier": [-1.80, -1.85, -1.75]}, {"MeanFlow": [-1.30, -1.25, -1.35],
+                                                                              "1-RF": [-2.2, -2.3, -2.1]})
+    results["rows"].append({"model": "target", "kind": "-", "sampler": "-", "steps": 0, "nfe": 0,
+                            "metrics": {"log_density": stat([-1.70, -1.69, -1.71])}})
+    found = {v.other: v for v in verdicts(results, headline_row)}
+    assert found["MeanFlow"].metric == "log_density_gap" and found["MeanFlow"].outcome == "beats"
+    assert found["MeanFlow"].advantage == pytest.approx(((0.4 - 0.1) + (0.44 - 0.16) + (0.36 - 0.04)) / 3)
+    assert found["1-RF"].outcome == "beats"
+    assert verdict_lines(results)[0].startswith("Verdict on log p gap to the target's (lower is better)")
