@@ -72,19 +72,25 @@ def headline_row(results: dict, method: str, steps: int) -> dict | None:
     return None
 
 
+def sampler_phrase(row: dict) -> str:
+    """How a row was sampled, for the verdict: "one step", "Euler x2", "Bezier re-entry x2", "CAF x1", ..."""
+    return "one step" if row["sampler"] == "one step" else f"{sampler_name(row)} x{row['steps']}"
+
+
 def verdict_lines(results: dict) -> list[str]:
-    """One line per comparison of the best Bezier student with another method, per number of steps: on the
-    primary metric, then (when that is another) on energy distance."""
-    found = verdicts(results, headline_row)
+    """One line per comparison of the best Bezier student with another method, per number of network
+    evaluations: on the primary metric, then (when that is another) on energy distance."""
+    found = verdicts(results, describe=sampler_phrase)
     if not found:
         return ["No verdict: the comparison has no Bezier student, or no student carries a primary metric."]
     lines = []
-    second = verdicts(results, headline_row, SECONDARY) if found[0].metric != SECONDARY else []
+    second = verdicts(results, SECONDARY, sampler_phrase) if found[0].metric != SECONDARY else []
     for group, lead in ((found, "Verdict on"), (second, "Also on")):
         if group:
             label = METRICS[group[0].metric]
             lines += [f"{lead} {label} ({'higher' if group[0].metric in HIGHER_IS_BETTER else 'lower'} is better), "
-                      "best Bezier student per number of steps against each other method:"]
+                      "best Bezier student per number of network evaluations against each other method's best "
+                      "sampler with as many:"]
             lines += [f"- {v.sentence(label)}" for v in group]
     return lines
 

@@ -1,7 +1,10 @@
 """The verdict of a comparison: does Bezier distillation beat, tie with or lose to each other method?
 
-For each number of sampler steps, the best Bezier student (by the pair's primary metric, mean over
-seeds) is compared with every other student by a paired comparison over the seeds: every method
+For each number of network evaluations per sample (NFE), the best Bezier student at that NFE (by the
+pair's primary metric, mean over seeds; any of its samplers with that NFE: one step, two steps along
+the line, or two steps re-entered on its Bezier path with its guide map, 3 NFE) is compared with
+every other method at the same NFE (its best sampler with that NFE: CAF's one step costs 2) by a
+paired comparison over the seeds: every method
 of a seed shares that seed's teacher, data and source points, so the per-seed differences
 d_s = (Bezier - other), signed so that d > 0 means Bezier is better, remove the spread that the
 seed's teacher puts into both. The difference is outside noise when |mean d| > t * sd(d) / sqrt(n)
@@ -32,9 +35,9 @@ BEZIER_KINDS = ("bezier",)
 
 @dataclass
 class Verdict:
-    """Bezier's best student against one other method at `steps` sampler steps, on `metric`."""
+    """Bezier's best student against one other method at `nfe` network evaluations per sample, on `metric`."""
 
-    steps: int
+    nfe: int
     metric: str
     bezier: str                # the best Bezier student's method name
     other: str
@@ -42,11 +45,15 @@ class Verdict:
     spread: float              # its standard deviation over seeds (n - 1)
     seeds: int
     outcome: str               # "beats", "ties with", "loses to"
+    bezier_how: str = ""       # how each was sampled (describe(row) of its row)
+    other_how: str = ""
 
     def sentence(self, label: str) -> str:
-        steps = f"{self.steps} step{'s' if self.steps > 1 else ''}"
+        evaluations = f"{self.nfe} evaluation{'s' if self.nfe > 1 else ''}"
         gap = f"{abs(self.advantage):.3g} ± {self.spread:.2g}"
-        head = f"{steps}: {self.bezier} {self.outcome} {self.other} on {label}"
+        ours = f"{self.bezier} ({self.bezier_how})" if self.bezier_how else self.bezier
+        theirs = f"{self.other} ({self.other_how})" if self.other_how else self.other
+        head = f"{evaluations}: {ours} {self.outcome} {theirs} on {label}"
         if self.outcome == "ties with":
             return f"{head}: difference {gap}, within noise (paired over {self.seeds} seeds)"
         return f"{head} by {gap} (paired over {self.seeds} seeds)"
@@ -73,34 +80,43 @@ def paired_outcome(ours: list[float], theirs: list[float], higher_is_better: boo
     return mean, sd, "beats" if mean > 0 else "loses to"
 
 
-def verdicts(results: dict, headline_row, metric: str | None = None) -> list[Verdict]:
+def verdicts(results: dict, metric: str | None = None, describe=lambda row: "") -> list[Verdict]:
     """Every Verdict of a results.json mapping on `metric` (default: the primary one; GAP_TO_TARGET metrics as
-    their gap to the target row); headline_row(results, method, steps) picks each method's row."""
+    their gap to the target row), per NFE; describe(row) says how a compared row was sampled."""
     metric = metric or primary_metric(results)
     if metric is None:
         return []
     target = next((r for r in results["rows"] if r["model"] == "target" and metric in r["metrics"]), None)
     gap = metric in GAP_TO_TARGET and target is not None
     higher = metric in HIGHER_IS_BETTER and not gap
+    pick = max if higher else min
 
     def values(row: dict) -> list[float]:
         found = row["metrics"][metric]["values"]
         return [abs(v - ref) for v, ref in zip(found, target["metrics"][metric]["values"])] if gap else found
 
+    def mean(row: dict) -> float:
+        return sum(values(row)) / len(values(row))
+
     methods = [(c["method"], c["kind"]) for c in results["costs"]]
+    names = {name for name, _ in methods}
+    students = [r for r in results["rows"] if r["model"] in names and r["nfe"] >= 1 and metric in r["metrics"]]
     found = []
-    for steps in sorted(set(results["config"]["evaluate"]["steps"])):
-        rows = {name: headline_row(results, name, steps) for name, _ in methods}
-        rows = {name: row for name, row in rows.items() if row is not None and metric in row["metrics"]}
+    for nfe in sorted({r["nfe"] for r in students}):
+        rows = {}
+        for name, _ in methods:  # each method's best sampler at this NFE
+            candidates = [r for r in students if r["model"] == name and r["nfe"] == nfe]
+            if candidates:
+                rows[name] = pick(candidates, key=mean)
         bezier = [name for name, kind in methods if kind in BEZIER_KINDS and name in rows]
         if not bezier:
             continue
-        pick = max if higher else min
-        best = pick(bezier, key=lambda name: sum(values(rows[name])) / len(values(rows[name])))
+        best = pick(bezier, key=lambda name: mean(rows[name]))
         ours = values(rows[best])
         for name, kind in methods:
             if kind in BEZIER_KINDS or name not in rows:
                 continue
-            mean, sd, outcome = paired_outcome(ours, values(rows[name]), higher)
-            found.append(Verdict(steps, metric + "_gap" if gap else metric, best, name, mean, sd, len(ours), outcome))
+            diff, sd, outcome = paired_outcome(ours, values(rows[name]), higher)
+            found.append(Verdict(nfe, metric + "_gap" if gap else metric, best, name, diff, sd, len(ours), outcome,
+                                 describe(rows[best]), describe(rows[name])))
     return found

@@ -69,7 +69,7 @@ def test_the_runner_writes_every_output(comparison):
                     "guides-02-bezier-fit-n-2-1-rf", "guide-map-03-bezier-multi-n-3-1-rf-2-rf"):
             assert (out / f"seed-{seed}" / run).is_dir(), run
     # the command prints the verdict and where the files are; the tables stay in results.md
-    assert printed.startswith("Verdict on ") and "\n- 1 step: " in printed and "\n- 2 steps: " in printed
+    assert printed.startswith("Verdict on ") and "\n- 1 evaluation: " in printed and "\n- 2 evaluations: " in printed
     assert "| 2-RF | one step | 1 | 1 |" in (out / "results.md").read_text() and "| 2-RF |" not in printed
     assert str(out / "figures" / "samples.png") in printed
     recorded = load_stage("compare", {"compare": json.loads(json.dumps(

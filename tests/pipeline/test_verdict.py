@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bezier_distill.comparison.report import headline_row, render_markdown, verdict_lines
+from bezier_distill.comparison.report import render_markdown, verdict_lines
 from bezier_distill.comparison.verdict import paired_outcome, verdicts
 
 
@@ -44,7 +44,7 @@ def results_with(metric: str, bezier: dict[str, list[float]], others: dict[str, 
 def test_verdicts_pick_the_best_bezier_student_and_compare_it_with_every_other_method():
     results = results_with("energy_distance", {"Bezier a": [0.5, 0.6, 0.4], "Bezier b": [0.1, 0.12, 0.08]},
                            {"1-RF": [0.3, 0.33, 0.27], "2-RF": [0.1, 0.13, 0.07], "CAF": [0.0, 0.01, -0.01]})
-    found = {v.other: v for v in verdicts(results, headline_row)}
+    found = {v.other: v for v in verdicts(results)}
     assert {v.bezier for v in found.values()} == {"Bezier b"} and set(found) == {"1-RF", "2-RF", "CAF"}
     assert found["1-RF"].outcome == "beats" and found["1-RF"].advantage == pytest.approx(0.2)
     assert found["2-RF"].outcome == "ties with"
@@ -53,11 +53,12 @@ def test_verdicts_pick_the_best_bezier_student_and_compare_it_with_every_other_m
 
 def test_log_density_is_preferred_over_energy_distance_and_higher_is_better():
     results = results_with("log_density", {"Bezier": [-1.0, -1.1, -0.9]}, {"1-RF": [-2.0, -2.2, -1.8]})
-    (verdict,) = verdicts(results, headline_row)
+    (verdict,) = verdicts(results)
     assert verdict.metric == "log_density" and verdict.outcome == "beats"
     lines = verdict_lines(results)
     assert lines[0].startswith("Verdict on log p (higher is better)")
-    assert lines[1] == "- 1 step: Bezier beats 1-RF on log p by 1 ± 0.1 (paired over 3 seeds)"
+    assert lines[1] == ("- 1 evaluation: Bezier (one step) beats 1-RF (one step) on log p by 1 ± 0.1 "
+                        "(paired over 3 seeds)")
 
 
 def test_the_report_opens_with_the_verdict_and_a_comparison_without_bezier_says_so():
@@ -67,7 +68,7 @@ def test_the_report_opens_with_the_verdict_and_a_comparison_without_bezier_says_
     results["config"]["evaluate"].update(num_samples=10, w2_samples=10, projections=4)
     text = render_markdown(results)
     assert text.index("## Verdict") < text.index("## Students at one and two steps")
-    assert "- 1 step: Bezier beats 1-RF on energy dist. by 0.2" in text
+    assert "- 1 evaluation: Bezier (one step) beats 1-RF (one step) on energy dist. by 0.2" in text
     no_bezier = results_with("energy_distance", {}, {"1-RF": [0.3, 0.31, 0.29]})
     assert verdict_lines(no_bezier)[0].startswith("No verdict")
 
@@ -81,7 +82,8 @@ def test_a_pair_judged_on_its_structure_is_also_judged_on_energy_distance():
     lines = verdict_lines(results)
     assert lines[0].startswith("Verdict on in support (higher is better)") and "ties with MeanFlow" in lines[1]
     assert lines[2].startswith("Also on energy dist. (lower is better)")
-    assert lines[3] == "- 1 step: Bezier beats MeanFlow on energy dist. by 0.013 ± 0.0009 (paired over 3 seeds)"
+    assert lines[3] == ("- 1 evaluation: Bezier (one step) beats MeanFlow (one step) on energy dist. by 0.013 ± 0.0009 "
+                        "(paired over 3 seeds)")
     assert len(verdict_lines(results_with("energy_distance", {"Bezier": [0.1] * 3}, {"1-RF": [0.2] * 3}))) == 2
 
 
@@ -92,8 +94,29 @@ def test_log_density_is_judged_by_its_gap_to_the_target_so_a_collapse_onto_the_m
                                                                               "1-RF": [-2.2, -2.3, -2.1]})
     results["rows"].append({"model": "target", "kind": "-", "sampler": "-", "steps": 0, "nfe": 0,
                             "metrics": {"log_density": stat([-1.70, -1.69, -1.71])}})
-    found = {v.other: v for v in verdicts(results, headline_row)}
+    found = {v.other: v for v in verdicts(results)}
     assert found["MeanFlow"].metric == "log_density_gap" and found["MeanFlow"].outcome == "beats"
     assert found["MeanFlow"].advantage == pytest.approx(((0.4 - 0.1) + (0.44 - 0.16) + (0.36 - 0.04)) / 3)
     assert found["1-RF"].outcome == "beats"
     assert verdict_lines(results)[0].startswith("Verdict on log p gap to the target's (lower is better)")
+
+
+def test_methods_are_compared_at_equal_network_evaluations_each_by_its_best_sampler_there():
+    """CAF's one step costs 2 evaluations: it meets the Bezier student's two line steps (2), not its one step; the
+    Bezier re-entry (2 steps + the guide map: 3) meets CAF's two steps (3)."""
+    def row(model, kind, sampler, steps, nfe, values):
+        return {"model": model, "kind": kind, "sampler": sampler, "steps": steps, "nfe": nfe,
+                "metrics": {"frechet": stat(values)}}
+
+    results = results_with("frechet", {"Bezier": [6.0, 6.1, 5.9]}, {"CAF": [9.0, 9.1, 8.9]})
+    results["rows"] = [row("Bezier", "bezier", "one step", 1, 1, [6.0, 6.1, 5.9]),
+                       row("Bezier", "bezier", "euler", 2, 2, [3.0, 3.2, 2.8]),
+                       row("Bezier", "bezier", "bezier", 2, 3, [8.0, 8.1, 7.9]),
+                       row("CAF", "caf", "caf", 1, 2, [6.5, 6.6, 6.4]),
+                       row("CAF", "caf", "caf", 2, 3, [6.4, 6.5, 6.3])]
+    found = {(v.nfe, v.other): v for v in verdicts(results)}
+    assert set(found) == {(2, "CAF"), (3, "CAF")}  # nothing of CAF's at 1 evaluation
+    assert found[(2, "CAF")].outcome == "beats" and found[(2, "CAF")].advantage == pytest.approx(3.5)
+    assert found[(3, "CAF")].outcome == "loses to" and found[(3, "CAF")].advantage == pytest.approx(-1.6)
+    lines = verdict_lines(results)
+    assert "- 2 evaluations: Bezier (Euler (line re-entry) x2) beats CAF (CAF x1) on FD (classifier) by 3.5" in lines[1]
