@@ -190,6 +190,26 @@ def _deeper(text: str) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
 
 
+def glance_table(results: dict[str, dict]) -> str:
+    """One row per run: its primary metric and, per number of network evaluations, how many methods the best
+    Bezier student beats, ties with and loses to (naming those it loses to)."""
+    found = {name: verdicts(result) for name, result in results.items()}
+    counts = sorted({v.nfe for group in found.values() for v in group})
+    body = []
+    for name, group in found.items():
+        cells = [name, METRICS[group[0].metric] if group else "–"]
+        for nfe in counts:
+            at = [v for v in group if v.nfe == nfe]
+            if not at:
+                cells.append("–")
+                continue
+            tally = {o: [v.other for v in at if v.outcome == o] for o in ("beats", "ties with", "loses to")}
+            text = f"beats {len(tally['beats'])}, ties {len(tally['ties with'])}, loses {len(tally['loses to'])}"
+            cells.append(text + (f" (to {', '.join(tally['loses to'])})" if tally["loses to"] else ""))
+        body.append(cells)
+    return table(["pair", "metric"] + [f"{n} evaluation{'s' if n > 1 else ''}" for n in counts], body)
+
+
 def render_page(text: str, results: dict[str, dict], figures: dict[str, list[str]], folder: str) -> str:
     """A results page: `text` (everything above PAGE_MARKER is kept), then, generated from the runs' JSON:
     the verdict of every run (pair), the tables and the figures given for each run, and each run's training
@@ -201,6 +221,10 @@ def render_page(text: str, results: dict[str, dict], figures: dict[str, list[str
         data = results[name]["data"]
         return f"{name}: {data['source']} -> {data['target']} ({data['dim']}-D, {len(results[name]['seeds'])} seeds)"
 
+    lines += ["", "## Verdicts at a glance", "",
+              "The best Bezier student against each other method at 1, 2 and 3 network evaluations per sample, on each "
+              "pair's primary metric (the lines below give every comparison, and the energy distance too):", "",
+              glance_table(results)]
     lines += ["", "## Verdicts", "", "Paired over seeds: every method of a seed shares its teacher, data and source "
               "points. A tie is a mean difference within the 95% interval of the per-seed differences (Student's t); "
               "the best Bezier student is picked first, which favours Bezier a little."]

@@ -252,9 +252,14 @@ def test_the_results_page_keeps_its_text_and_renders_every_run_from_copied_json(
         row = report.headline_row(results, cost["method"], 1)
         assert float(cells[3].split(" ± ")[0]) == pytest.approx(row["metrics"]["energy_distance"]["mean"], rel=5e-3)
     # the verdict first, then the tables and figures, the costs last; each run's verdict lines as its report's
-    order = [text.index(heading) for heading in ("## Verdicts", "## Tables and figures", "## Training costs")]
+    order = [text.index(heading) for heading in ("## Verdicts at a glance", "## Verdicts\n", "## Tables and figures",
+                                                 "## Training costs")]
     assert order == sorted(order) and text.index("![") > order[1]
-    verdict = text[order[0]:order[1]]
+    verdict = text[order[1]:order[2]]
     assert all(line in verdict for line in report.verdict_lines(results))
+    glance = parse_table(text, "Verdicts at a glance")
+    found = report.verdicts(results)
+    assert glance[0][0] == out.name and glance[0][2].startswith(
+        f"beats {sum(v.outcome == 'beats' for v in found if v.nfe == 1)}, ")
     report.write_page(page, [out])
     assert page.read_text() == text
