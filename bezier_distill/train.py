@@ -92,6 +92,44 @@ def read_log(run_dir: str | Path, up_to_step: int | None = None) -> list[dict]:
     return [e for e in entries if up_to_step is None or e["step"] <= up_to_step]
 
 
+class IntervalLog:
+    """A training loop's running log: the loss and gradient-norm sums stay on the device between log and
+    checkpoint steps (no host sync per step) and are averaged over the ranks when folded; every log_every
+    steps an entry (means over the interval) goes to `entries` and, on rank 0, to run_dir/log.jsonl.
+    `interval` (the sums since the last entry, in floats) is what a checkpoint stores."""
+
+    def __init__(self, run_dir: Path, entries: list[dict], interval: dict, device: torch.device):
+        self.path, self.entries, self.interval = Path(run_dir) / LOG, entries, interval
+        self.sums = torch.zeros(2, device=device, dtype=torch.float64)
+
+    def add(self, loss: Tensor, grad_norm: Tensor) -> None:
+        self.sums += torch.stack([loss.detach(), grad_norm.detach()]).double()
+        self.interval["steps"] += 1
+
+    def _fold(self) -> None:
+        loss, grad_norm = distributed.mean(self.sums).tolist()  # the global batches' means
+        self.interval.update(loss=self.interval["loss"] + loss, grad_norm=self.interval["grad_norm"] + grad_norm)
+        self.sums.zero_()
+
+    def step_done(self, cfg: TrainConfig, step: int) -> dict | None:
+        """After step `step`: the new entry when one is due, else None; the sums are folded at every log and
+        checkpoint step, so `interval` is current when a checkpoint is written."""
+        entry = None
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            self._fold()
+            entry = {"step": step, "loss": self.interval["loss"] / self.interval["steps"],
+                     "grad_norm": self.interval["grad_norm"] / self.interval["steps"],
+                     "lr": learning_rate(cfg, step - 1), "time": time.time()}
+            self.entries.append(entry)
+            if distributed.world().main:
+                with open(self.path, "a") as f:
+                    f.write(json.dumps(entry) + "\n")
+            self.interval = {"loss": 0.0, "grad_norm": 0.0, "steps": 0}
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            self._fold()
+        return entry
+
+
 def train(cfg: TrainConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path, *, run_info: dict,
           device: torch.device | str = "cpu", init_weights: dict[str, Tensor] | None = None,
           progress: bool = True, stop_after: int | None = None,
@@ -137,20 +175,15 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path, 
     net = torch.compile(net) if cfg.compile else net
     model.train()
 
+    running = IntervalLog(run_dir, log, interval, device)
+
     def checkpoint() -> None:
         save_checkpoint(run_dir, step, model, ema, optimizer,
-                        {"run": run_info, "data_order": pairs.state_dict(), "log_interval": interval},
+                        {"run": run_info, "data_order": pairs.state_dict(), "log_interval": running.interval},
                         keep=cfg.keep_checkpoints)
 
     bar = tqdm(total=cfg.steps, initial=step, unit="step", desc=run_info.get("stage", "train"),
                disable=not progress or not world.main, dynamic_ncols=True)
-    sums = torch.zeros(2, device=device, dtype=torch.float64)  # loss, grad norm: summed on the device
-
-    def flush_sums() -> None:
-        loss, grad_norm = distributed.mean(sums).tolist()  # the global batches' means
-        interval.update(loss=interval["loss"] + loss, grad_norm=interval["grad_norm"] + grad_norm)
-        sums.zero_()
-
     while step < cfg.steps:
         if stop_after is not None and step >= stop_after:
             break
@@ -169,26 +202,15 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, pairs, run_dir: str | Path, 
                                       huber_c=cfg.huber_c, backend=cfg.backend)
         grad_norm = optimizer_step(cfg, loss, model, ema, optimizer, step)
         step += 1
-        sums += torch.stack([loss.detach(), grad_norm.detach()]).double()
-        interval["steps"] += 1
+        running.add(loss, grad_norm)
         bar.update(1)
 
         # a log entry every log_every steps (means over the interval), a checkpoint every checkpoint_every
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            flush_sums()
-            entry = {"step": step, "loss": interval["loss"] / interval["steps"],
-                     "grad_norm": interval["grad_norm"] / interval["steps"], "lr": learning_rate(cfg, step - 1),
-                     "time": time.time()}
-            log.append(entry)
-            if world.main:
-                with open(run_dir / LOG, "a") as f:
-                    f.write(json.dumps(entry) + "\n")
+        entry = running.step_done(cfg, step)
+        if entry is not None:
             bar.set_postfix(loss=f"{entry['loss']:.4f}")
-            interval = {"loss": 0.0, "grad_norm": 0.0, "steps": 0}
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            flush_sums()
-            if world.main:
-                checkpoint()
+        if (step % cfg.checkpoint_every == 0 or step == cfg.steps) and world.main:
+            checkpoint()
     bar.close()
     distributed.barrier()  # the last checkpoint is on disk before any rank goes on to use it
     return TrainResult(model, ema, step, log)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -29,7 +28,7 @@ from ..checkpoint import has_checkpoint, model_weights, restore, save_checkpoint
 from ..config import TrainConfig
 from ..data import seeded_generator
 from ..files import atomic_write
-from ..train import LOG, TrainResult, learning_rate, optimizer_step, read_log
+from ..train import LOG, IntervalLog, TrainResult, optimizer_step, read_log
 
 Loss = Callable[[nn.Module, int, torch.Generator, slice], Tensor]
 
@@ -66,37 +65,19 @@ def fit(cfg: TrainConfig, model: nn.Module, loss: Loss, run_dir: str | Path, *, 
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, unit="step", desc=run_info["stage"],
                disable=not progress or not world.main, dynamic_ncols=True)
-    sums = torch.zeros(2, device=device, dtype=torch.float64)  # loss, grad norm: summed on the device
-
-    def flush_sums() -> None:
-        loss_sum, grad_sum = distributed.mean(sums).tolist()  # the global batches' means
-        interval.update(loss=interval["loss"] + loss_sum, grad_norm=interval["grad_norm"] + grad_sum)
-        sums.zero_()
-
+    running = IntervalLog(run_dir, log, interval, device)
     while step < cfg.steps and (stop_after is None or step < stop_after):
         value = loss(net, step, seeded_generator(cfg.seed, step), rows)
         grad_norm = optimizer_step(cfg, value, model, ema, optimizer, step)
         step += 1
-        sums += torch.stack([value.detach(), grad_norm.detach()]).double()
-        interval["steps"] += 1
+        running.add(value, grad_norm)
         bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            flush_sums()
-            entry = {"step": step, "loss": interval["loss"] / interval["steps"],
-                     "grad_norm": interval["grad_norm"] / interval["steps"], "lr": learning_rate(cfg, step - 1),
-                     "time": time.time()}
-            log.append(entry)
-            if world.main:
-                with open(run_dir / LOG, "a") as f:
-                    f.write(json.dumps(entry) + "\n")
-            interval = {"loss": 0.0, "grad_norm": 0.0, "steps": 0}
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            flush_sums()
-            if world.main:
-                save_checkpoint(run_dir, step, model, ema, optimizer,
-                                {"run": run_info, "log_interval": interval,
-                                 "data_order": None if pairs is None else pairs.state_dict()},
-                                keep=cfg.keep_checkpoints)
+        running.step_done(cfg, step)
+        if (step % cfg.checkpoint_every == 0 or step == cfg.steps) and world.main:
+            save_checkpoint(run_dir, step, model, ema, optimizer,
+                            {"run": run_info, "log_interval": running.interval,
+                             "data_order": None if pairs is None else pairs.state_dict()},
+                            keep=cfg.keep_checkpoints)
     bar.close()
     distributed.barrier()  # the last checkpoint is on disk before any rank goes on to use it
     return TrainResult(model, ema, step, log)
