@@ -118,6 +118,9 @@ struct ControlPoints {
 enum class Target : int { kVelocity = 0, kEndpoint = 1 };
 enum class Loss : int { kMse = 0, kPseudoHuber = 1 };
 
+// dr/dpred of a sample at time t: 1 (velocity) or 1 - t (endpoint).
+BZ_HD double pred_factor(Target target, double t) { return target == Target::kVelocity ? 1.0 : 1.0 - t; }
+
 // Per-sample results of the fused loss, from the residual's sums over the D features:
 //   sq = sum_d r^2, rdt = sum_d r * dr/dt.
 struct LossSample {
@@ -154,9 +157,12 @@ struct LossOutputs {
   const double* row_weight;
   double row_factor = 1.0;  // times every m_b (1 / B for a mean when row_weight is null)
 
+  // m_b, sample b's factor in the reduced loss.
+  BZ_HD double weight(int64_t b) const { return (row_weight ? row_weight[b] : 1.0) * row_factor; }
+
   BZ_HD void write(int64_t b, int64_t D, double sq, double rdt) const {
     const LossSample s = finish_loss(kind, D, huber_c, sq, rdt);
-    const double m = (row_weight ? row_weight[b] : 1.0) * row_factor;
+    const double m = weight(b);
     loss[b] = static_cast<Acc>(s.loss);
     scale[b] = static_cast<Acc>(m * s.scale);
     if (dt) dt[b] = static_cast<Acc>(m * s.dt);

@@ -413,17 +413,66 @@ void reduce_tile_partials(const double* partial, int64_t B, int64_t D, double* o
   });
 }
 
+// The fused loss's finish inside loss_forward (fused_loss): the per-sample outputs to fill and
+// whether out gets dL/dpred = m_b scale_b dr/dpred r (gradient) instead of r. With one tile per
+// sample (D <= kTile) loss_forward finishes each sample itself: no partials, no second pass over
+// out (pseudo-Huber's factor, known only after the row's sum, is applied while the row is in
+// registers or cache). With more tiles it writes partials for loss_finish, and mse's factor
+// m_b (2 / D) dr/dpred, known before the pass, goes into out directly.
+template <typename Acc>
+struct LossFinish {
+  LossOutputs<Acc> outputs;
+  bool gradient;
+};
+
+// Samples b0 .. b0 + count - 1 finished from their sums sq and rdt (see LossFinish): their outputs
+// written, and mult[s], the factor of sample b0 + s's residual in out.
+template <Target target, typename Acc>
+inline void finish_samples(const LossFinish<Acc>& f, const double* t, int64_t b0, int count, int64_t D,
+                           const double* sq, const double* rdt, double* mult) {
+  const LossOutputs<Acc>& o = f.outputs;
+  if (o.kind == Loss::kMse) {
+    const double inv = 1.0 / static_cast<double>(D), two_inv = 2.0 * inv;
+#pragma omp simd
+    for (int s = 0; s < count; ++s) {
+      const int64_t b = b0 + s;
+      const double scale = o.weight(b) * two_inv;
+      o.loss[b] = static_cast<Acc>(sq[s] * inv);
+      o.scale[b] = static_cast<Acc>(scale);
+      if (o.dt) o.dt[b] = static_cast<Acc>(scale * rdt[s]);
+      mult[s] = f.gradient ? scale * pred_factor(target, t[b]) : 1.0;
+    }
+    return;
+  }
+  const double c2 = o.huber_c * o.huber_c;
+#pragma omp simd
+  for (int s = 0; s < count; ++s) {
+    const int64_t b = b0 + s;
+    const double root = std::sqrt(sq[s] + c2);
+    const double scale = o.weight(b) / root;
+    o.loss[b] = static_cast<Acc>(root - o.huber_c);
+    o.scale[b] = static_cast<Acc>(scale);
+    if (o.dt) o.dt[b] = static_cast<Acc>(scale * rdt[s]);
+    mult[s] = f.gradient ? scale * pred_factor(target, t[b]) : 1.0;
+  }
+}
+
 // Fused loss forward, one pass over the control points and pred:
 //   velocity: r = pred - B'(t),               dr/dt = -B''(t)
 //   endpoint: r = B(t) + (1 - t) pred - x1,   dr/dt = B'(t) - pred
-// writes out_scale[b] * r (r itself when out_scale is null) to out ([B, D] contiguous) and
-// per-tile float64 sums of r^2 and (with kDt; else 0) r * dr/dt.
+// Without finish: writes out_scale[b] * r (r itself when out_scale is null) to out ([B, D]
+// contiguous) and per-tile float64 sums of r^2 and (with kDt; else 0) r * dr/dt. With finish (and
+// out_scale null): see LossFinish.
 template <typename T, typename Acc, Target target, bool kDt = true, int kD = 0, typename ParallelFor>
 void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, int64_t D,
-                  const T* pred, int64_t pred_batch_stride, const double* out_scale, T* resid,
-                  double* sq_partial, double* rdt_partial, ParallelFor&& parallel_for) {
+                  const T* pred, int64_t pred_batch_stride, const double* out_scale, const LossFinish<Acc>* finish,
+                  T* resid, double* sq_partial, double* rdt_partial, ParallelFor&& parallel_for) {
   constexpr int K = kDt ? 2 : 1;
   const Tiling tiling(B, D);
+  const bool in_pass = finish && tiling.tiles_per_sample == 1;
+  const bool mse_gradient = finish && finish->gradient && finish->outputs.kind == Loss::kMse;
+  const bool rescale_row = in_pass && finish->gradient && !mse_gradient;
+  const double two_over_d = D > 0 ? 2.0 / static_cast<double>(D) : 0.0;
   BinomialRows rows;
   fill_binomial_rows(P.degree, rows);
   // acc[0] holds the order the residual needs, acc[1] the order of its t-derivative.
@@ -439,23 +488,38 @@ void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
         const T* __restrict__ pr = pred + b0 * pred_batch_stride;
         const T* __restrict__ x1 = P.x1 + b0 * P.x1_batch_stride;
         const int64_t x1_stride = P.x1_batch_stride;
-        T* __restrict__ out = resid + b0 * kD;
+        Acc res[kD][kSampleBlock];
+        double sq[kSampleBlock], rdt[kSampleBlock], mult[kSampleBlock];
 #pragma omp simd
         for (int s = 0; s < count; ++s) {
-          const Acc mult = out_scale ? static_cast<Acc>(out_scale[b0 + s]) : Acc(1);
           const Acc one_minus_t = static_cast<Acc>(1.0 - t[b0 + s]);
-          Acc sq = Acc(0), rdt = Acc(0);
+          Acc sq_s = Acc(0), rdt_s = Acc(0);
           for (int j = 0; j < kD; ++j) {
             const Acc v = static_cast<Acc>(pr[s * pred_batch_stride + j]);
             const Acc r = target == Target::kVelocity
                               ? v - acc[0][j][s]
                               : acc[0][j][s] + one_minus_t * v - static_cast<Acc>(x1[s * x1_stride + j]);
-            out[s * kD + j] = static_cast<T>(mult * r);
-            sq += r * r;
-            if (kDt) rdt += target == Target::kVelocity ? -r * acc[K - 1][j][s] : r * (acc[K - 1][j][s] - v);
+            res[j][s] = r;
+            sq_s += r * r;
+            if (kDt) rdt_s += target == Target::kVelocity ? -r * acc[K - 1][j][s] : r * (acc[K - 1][j][s] - v);
           }
-          sq_partial[b0 + s] = static_cast<double>(sq);
-          rdt_partial[b0 + s] = static_cast<double>(rdt);
+          sq[s] = static_cast<double>(sq_s);
+          rdt[s] = static_cast<double>(rdt_s);
+        }
+        if (in_pass) {
+          finish_samples<target>(*finish, t, b0, count, D, sq, rdt, mult);
+        } else {
+          for (int s = 0; s < count; ++s) {
+            mult[s] = out_scale ? out_scale[b0 + s] : 1.0;
+            sq_partial[b0 + s] = sq[s];
+            rdt_partial[b0 + s] = rdt[s];
+          }
+        }
+        T* __restrict__ out = resid + b0 * kD;
+#pragma omp simd
+        for (int s = 0; s < count; ++s) {
+          const Acc f = static_cast<Acc>(mult[s]);
+          for (int j = 0; j < kD; ++j) out[s * kD + j] = static_cast<T>(f * res[j][s]);
         }
       });
       return;
@@ -466,7 +530,10 @@ void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
       const T* __restrict__ pr = pred + b * pred_batch_stride;
       const T* __restrict__ x1 = P.x1 + b * P.x1_batch_stride;
       T* __restrict__ out = resid + b * D;
-      const Acc mult = out_scale ? static_cast<Acc>(out_scale[b]) : Acc(1);
+      // r's factor in out, where it is known before the row's sums (else 1, rescaled below)
+      const Acc mult = static_cast<Acc>(out_scale      ? out_scale[b]
+                                        : mse_gradient ? finish->outputs.weight(b) * pred_factor(target, t[b]) * two_over_d
+                                                       : 1.0);
       const Acc one_minus_t = static_cast<Acc>(1.0 - t[b]);
       Acc sq = Acc(0), rdt = Acc(0);
       // acc[0] holds the order the residual needs, acc[K - 1] (with kDt) the order of its t-derivative
@@ -481,8 +548,19 @@ void loss_forward(const ControlPoints<const T>& P, const double* t, int64_t B, i
           if (kDt) rdt += target == Target::kVelocity ? -r * acc[K - 1][j] : r * (acc[K - 1][j] - v);
         }
       });
-      sq_partial[tile] = static_cast<double>(sq);
-      rdt_partial[tile] = static_cast<double>(rdt);
+      if (!in_pass) {
+        sq_partial[tile] = static_cast<double>(sq);
+        rdt_partial[tile] = static_cast<double>(rdt);
+        return;
+      }
+      const double sq_b = static_cast<double>(sq), rdt_b = static_cast<double>(rdt);
+      double factor;
+      finish_samples<target>(*finish, t, b, 1, D, &sq_b, &rdt_b, &factor);
+      if (rescale_row) {  // the row was written a moment ago: it is in cache
+        const Acc f = static_cast<Acc>(factor);
+#pragma omp simd
+        for (int64_t d = 0; d < len; ++d) out[d] = static_cast<T>(f * static_cast<Acc>(out[d]));
+      }
     });
   });
 }

@@ -162,9 +162,6 @@ std::vector<double> cpu_doubles(const at::Tensor& v) {
   return out;
 }
 
-// dr/dpred of sample b: 1 (velocity) or 1 - t_b (endpoint).
-double pred_factor(Target target, double t) { return target == Target::kVelocity ? 1.0 : 1.0 - t; }
-
 const auto at_parallel_for = [](int64_t begin, int64_t end, int64_t grain, const auto& f) {
   at::parallel_for(begin, end, grain, f);
 };
@@ -251,7 +248,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cpu(
     const auto P = control_points<scalar_t>(x0, x1, guides, shape.degree);
     auto run = [&](auto target_constant) {
       cpu::loss_forward<scalar_t, Acc, decltype(target_constant)::value>(
-          P, t64.data(), B, D, pred.const_data_ptr<scalar_t>(), pred.stride(0), factors.out_scale,
+          P, t64.data(), B, D, pred.const_data_ptr<scalar_t>(), pred.stride(0), factors.out_scale, nullptr,
           out.resid.mutable_data_ptr<scalar_t>(), sq_partial, rdt_partial, at_parallel_for);
     };
     if (tgt == Target::kVelocity)
@@ -263,45 +260,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cpu(
   return {out.loss, out.resid, out.scale, out.dt};
 }
 
-// The whole loss in one op: m_b (the weight over B for a mean), the output scale and the reduction
-// are per-sample loops here, the kernels read t in place; only the outputs are allocated.
+// The whole loss in one op: m_b (the weight over B for a mean), the output's factor and the
+// per-sample results come from the kernel's pass (cpu::LossFinish); the reduction is a loop here;
+// the kernels read t in place; only the outputs are allocated.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_loss_cpu(
     const at::Tensor& pred, const at::Tensor& x0, const at::Tensor& x1, const std::optional<at::Tensor>& guides,
     const at::Tensor& t, const std::optional<at::Tensor>& weight, c10::string_view target, c10::string_view loss,
     double huber_c, c10::string_view reduction, bool residual, bool t_grad) {
   const FusedLossArgs args = check_fused_loss(pred, x0, x1, guides, t, weight, target, loss, reduction);
-  const ControlPointsShape shape = args.shape;
-  const Target tgt = args.target;
-  const Loss kind = args.loss;
-  const Reduction red = args.reduction;
-  const double factor = args.mean_factor;
-  const int64_t B = shape.batch, D = shape.features;
+  const int64_t B = args.shape.batch, D = args.shape.features;
   const std::vector<double> t64 = cpu_doubles(t);
-  // m_b = row_weight_b * row_factor, sample b's factor in the reduced loss (no array without weights)
-  std::vector<double> row_weight = weight.has_value() ? cpu_doubles(*weight) : std::vector<double>();
-  const double* w = row_weight.empty() ? nullptr : row_weight.data();
-  auto m = [&](int64_t b) { return (w ? w[b] : 1.0) * factor; };
-  // mse: dL/dr = m_b (2 / D) r is known before the pass, so the kernel writes dL/dpred directly
-  std::vector<double> out_scale;
-  if (!residual && kind == Loss::kMse && D > 0) {
-    out_scale.resize(B);
-    for (int64_t b = 0; b < B; ++b) out_scale[b] = m(b) * pred_factor(tgt, t64[b]) * (2.0 / static_cast<double>(D));
-  }
-  FusedLossTensors o = empty_fused_loss_outputs(pred, shape, red, t_grad);
-  const int64_t tiles = cpu::Tiling(B, D).count();
-  const std::unique_ptr<double[]> partials(new double[2 * tiles]);  // uninitialised: every tile writes its entries
+  const std::vector<double> row_weight = weight.has_value() ? cpu_doubles(*weight) : std::vector<double>();
+  FusedLossTensors o = empty_fused_loss_outputs(pred, args.shape, args.reduction, t_grad);
+  const cpu::Tiling tiling(B, D);
+  const bool multi_tile = tiling.tiles_per_sample > 1;  // per-tile partials, then loss_finish
+  const std::unique_ptr<double[]> partials(multi_tile ? new double[2 * tiling.count()] : nullptr);
   double* const sq = partials.get();
-  double* const rdt = sq + tiles;
+  double* const rdt = multi_tile ? sq + tiling.count() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "bezier_fused_loss", [&] {
     using Acc = at::opmath_type<scalar_t>;
-    const auto P = control_points<scalar_t>(x0, x1, guides, shape.degree);
+    const auto P = control_points<scalar_t>(x0, x1, guides, args.shape.degree);
     scalar_t* out = o.out.mutable_data_ptr<scalar_t>();
+    Acc* per_sample = o.weight_grad.mutable_data_ptr<Acc>();  // l_b, until the reduction below
+    const Acc* scale = o.scale.mutable_data_ptr<Acc>();
+    const cpu::LossFinish<Acc> finish{
+        LossOutputs<Acc>{args.loss, huber_c, per_sample, o.scale.mutable_data_ptr<Acc>(),
+                         t_grad ? o.dt.mutable_data_ptr<Acc>() : nullptr, row_weight.empty() ? nullptr : row_weight.data(),
+                         args.mean_factor},
+        !residual};
     auto run = [&](auto target_constant, auto dt_constant) {
       cpu::dispatch_features<scalar_t>(D, [&](auto kD) {
         cpu::loss_forward<scalar_t, Acc, decltype(target_constant)::value, decltype(dt_constant)::value,
                           decltype(kD)::value>(P, t64.data(), B, D, pred.const_data_ptr<scalar_t>(), pred.stride(0),
-                                               out_scale.empty() ? nullptr : out_scale.data(), out, sq, rdt,
-                                               at_parallel_for);
+                                               nullptr, &finish, out, sq, rdt, at_parallel_for);
       });
     };
     auto with_dt = [&](auto target_constant) {
@@ -310,36 +301,37 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_los
       else
         run(target_constant, std::false_type{});
     };
-    if (tgt == Target::kVelocity)
+    if (args.target == Target::kVelocity)
       with_dt(std::integral_constant<Target, Target::kVelocity>{});
     else
       with_dt(std::integral_constant<Target, Target::kEndpoint>{});
-    Acc* per_sample = o.weight_grad.mutable_data_ptr<Acc>();
-    const Acc* scale = o.scale.mutable_data_ptr<Acc>();
-    cpu::loss_finish(LossOutputs<Acc>{kind, huber_c, per_sample, o.scale.mutable_data_ptr<Acc>(),
-                                      t_grad ? o.dt.mutable_data_ptr<Acc>() : nullptr, w, factor},
-                     B, D, sq, rdt, at_parallel_for);
-    if (!residual && kind == Loss::kPseudoHuber) {  // the row's scale needs its whole norm: a second pass
-      at::parallel_for(0, B, std::max<int64_t>(1, 16384 / std::max<int64_t>(D, 1)), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          const Acc f = static_cast<Acc>(static_cast<double>(scale[b]) * pred_factor(tgt, t64[b]));
-          scalar_t* __restrict__ row = out + b * D;
-          for (int64_t d = 0; d < D; ++d) row[d] = static_cast<scalar_t>(f * static_cast<Acc>(row[d]));
-        }
-      });
+    if (multi_tile) {
+      cpu::loss_finish(finish.outputs, B, D, sq, rdt, at_parallel_for);
+      if (!residual && args.loss == Loss::kPseudoHuber) {  // the row's factor needs its whole norm: a second pass
+        at::parallel_for(0, B, std::max<int64_t>(1, 16384 / D), [&](int64_t begin, int64_t end) {
+          for (int64_t b = begin; b < end; ++b) {
+            const Acc f = static_cast<Acc>(static_cast<double>(scale[b]) * pred_factor(args.target, t64[b]));
+            scalar_t* __restrict__ row = out + b * D;
+            for (int64_t d = 0; d < D; ++d) row[d] = static_cast<scalar_t>(f * static_cast<Acc>(row[d]));
+          }
+        });
+      }
     }
     scalar_t* value = o.value.mutable_data_ptr<scalar_t>();
-    double total = 0.0;
-    for (int64_t b = 0; b < B; ++b) {
-      const double l = static_cast<double>(per_sample[b]);
-      if (red == Reduction::kNone)
-        value[b] = static_cast<scalar_t>(m(b) * l);
-      else
-        total += m(b) * l;
-      per_sample[b] = static_cast<Acc>(factor * l);  // now dL/dweight_b
+    const double factor = args.mean_factor;
+    if (args.reduction == Reduction::kNone) {
+      for (int64_t b = 0; b < B; ++b) value[b] = static_cast<scalar_t>(finish.outputs.weight(b) * per_sample[b]);
+    } else {
+      // eight running sums in a fixed order: one sum would be a chain of B dependent additions
+      double lane[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+      int64_t b = 0;
+      for (; b + 8 <= B; b += 8)
+        for (int j = 0; j < 8; ++j) lane[j] += finish.outputs.weight(b + j) * static_cast<double>(per_sample[b + j]);
+      for (; b < B; ++b) lane[b & 7] += finish.outputs.weight(b) * static_cast<double>(per_sample[b]);
+      const double total = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+      value[0] = static_cast<scalar_t>(args.reduction == Reduction::kMean && B == 0 ? std::nan("") : total);
     }
-    if (red != Reduction::kNone)
-      value[0] = static_cast<scalar_t>(red == Reduction::kMean && B == 0 ? std::nan("") : total);
+    for (int64_t b = 0; b < B; ++b) per_sample[b] = static_cast<Acc>(factor * static_cast<double>(per_sample[b]));  // dL/dweight_b
   });
   return {o.value, o.out, o.weight_grad, o.scale, o.dt};
 }

@@ -88,13 +88,15 @@ template <typename T, typename Acc>
 double loss_error(const Batch<T>& batch, bezier::Target target, bezier::Loss kind, double c,
                   const std::vector<T>& pred, int64_t pred_stride, const std::vector<T>& resid,
                   const std::vector<Acc>& loss, const std::vector<Acc>& scale, const std::vector<Acc>& dt,
-                  const std::vector<double>& out_scale, const std::vector<double>& row_weight) {
+                  const std::vector<double>& out_scale, const std::vector<double>& row_weight,
+                  bool gradient_out = false) {
   const int64_t D = batch.D;
   const int n = batch.n;
   double worst = 0.0;
   for (int64_t b = 0; b < batch.B; ++b) {
     double s = 0.0, sdt = 0.0;
     const double t = batch.t[b];
+    std::vector<double> residual(D);
     for (int64_t d = 0; d < D; ++d) {
       const auto p = batch.column(b, d);
       const double v = static_cast<double>(pred[b * pred_stride + d]);
@@ -106,15 +108,20 @@ double loss_error(const Batch<T>& batch, bezier::Target target, bezier::Loss kin
         r = naive_derivative(p, 0, t) + (1 - t) * v - p[n];
         drdt = naive_derivative(p, 1, t) - v;
       }
-      const double written = out_scale[b] * r;
-      worst = std::max(worst, rel(static_cast<double>(resid[b * D + d]), written, std::max(1.0, std::fabs(written))));
+      residual[d] = r;
       s += r * r;
       sdt += r * drdt;
     }
     const double l = kind == bezier::Loss::kMse ? s / D : std::sqrt(s + c * c) - c;
     const double f = row_weight[b] * (kind == bezier::Loss::kMse ? 2.0 / D : 1.0 / std::sqrt(s + c * c));
+    // out: out_scale_b r, or (gradient_out) dL/dpred = f dr/dpred r
+    const double out_factor = gradient_out ? f * (target == bezier::Target::kVelocity ? 1.0 : 1.0 - t) : out_scale[b];
+    for (int64_t d = 0; d < D; ++d) {
+      const double written = out_factor * residual[d];
+      worst = std::max(worst, rel(static_cast<double>(resid[b * D + d]), written, std::max(1.0, std::fabs(written))));
+    }
     worst = std::max(worst, rel(static_cast<double>(loss[b]), l, std::max(1e-3, std::fabs(l))));
-    worst = std::max(worst, rel(static_cast<double>(scale[b]), f, f));
+    worst = std::max(worst, rel(static_cast<double>(scale[b]), f, std::fabs(f)));
     worst = std::max(worst, rel(static_cast<double>(dt[b]), f * sdt, std::max(1.0, std::fabs(f * sdt))));
   }
   return worst;

@@ -103,8 +103,10 @@ void test_path(int n, int64_t B, int64_t D, double tol) {
   }
 }
 
-template <typename T, Target target>
-void test_loss(int n, int64_t B, int64_t D, Loss kind, double tol, bool scaled) {
+// finish: the fused loss's in-pass finish (cpu::LossFinish, D <= cpu::kTile): per-sample outputs and
+// out = dL/dpred from loss_forward alone. kD: the small-D kernel (D == kD), vectorised across samples.
+template <typename T, Target target, int kD = 0>
+void test_loss(int n, int64_t B, int64_t D, Loss kind, double tol, bool scaled, bool finish = false) {
   Batch<T> batch(B, D, n, 5 * n + 1);
   std::vector<T> pred(B * D), resid(B * D);
   std::mt19937 rng(3);
@@ -115,14 +117,21 @@ void test_loss(int n, int64_t B, int64_t D, Loss kind, double tol, bool scaled) 
   std::vector<T> loss(B), scale(B), dt(B);
   const double c = 0.3;
   // scaled: per-sample output multipliers and loss weights; else the null pointers (all 1)
-  const auto out_scale = sample_factors(B, scaled, 0.5, 0.25), row_weight = sample_factors(B, scaled, 1.5, -0.1);
-  cpu::loss_forward<T, T, target>(batch.points(), batch.t.data(), B, D, pred.data(), D,
-                                  scaled ? out_scale.data() : nullptr, resid.data(), sq.data(), rdt.data(),
-                                  threaded_for);
-  cpu::loss_finish(LossOutputs<T>{kind, c, loss.data(), scale.data(), dt.data(), scaled ? row_weight.data() : nullptr},
-                   B, D, sq.data(), rdt.data(), threaded_for);
-  const double worst = loss_error(batch, target, kind, c, pred, D, resid, loss, scale, dt, out_scale, row_weight);
-  expect(worst <= tol, "loss_forward vs naive", worst);
+  const auto out_scale = sample_factors(B, scaled, 0.5, 0.25), row_weight = sample_factors(B, scaled, 1.5, -0.01);
+  const LossOutputs<T> outputs{kind, c, loss.data(), scale.data(), dt.data(), scaled ? row_weight.data() : nullptr};
+  if (finish) {
+    const cpu::LossFinish<T> in_pass{outputs, true};
+    cpu::loss_forward<T, T, target, true, kD>(batch.points(), batch.t.data(), B, D, pred.data(), D, nullptr, &in_pass,
+                                              resid.data(), nullptr, nullptr, threaded_for);
+  } else {
+    cpu::loss_forward<T, T, target, true, kD>(batch.points(), batch.t.data(), B, D, pred.data(), D,
+                                              scaled ? out_scale.data() : nullptr, nullptr, resid.data(), sq.data(),
+                                              rdt.data(), threaded_for);
+    cpu::loss_finish(outputs, B, D, sq.data(), rdt.data(), threaded_for);
+  }
+  const double worst =
+      loss_error(batch, target, kind, c, pred, D, resid, loss, scale, dt, out_scale, row_weight, finish);
+  expect(worst <= tol, finish ? "loss_forward with its finish vs naive" : "loss_forward vs naive", worst);
 }
 
 }  // namespace
@@ -140,6 +149,14 @@ int main() {
     test_path<float>(n, 77, 3, 2e-5);
     test_loss<double, Target::kVelocity>(n, 77, 2, Loss::kMse, 1e-10, true);
     test_loss<double, Target::kEndpoint>(n, 77, 3, Loss::kPseudoHuber, 1e-10, false);
+    test_loss<double, Target::kVelocity, 2>(n, 77, 2, Loss::kPseudoHuber, 1e-10, true);
+    test_loss<float, Target::kEndpoint, 3>(n, 77, 3, Loss::kMse, 1e-4, false);
+    for (bool scaled : {false, true}) {  // the fused loss's in-pass finish, small-D and general kernels
+      test_loss<double, Target::kVelocity, 2>(n, 77, 2, Loss::kMse, 1e-10, scaled, true);
+      test_loss<double, Target::kEndpoint, 4>(n, 77, 4, Loss::kPseudoHuber, 1e-10, scaled, true);
+      test_loss<double, Target::kVelocity>(n, 9, 300, Loss::kPseudoHuber, 1e-10, scaled, true);
+      test_loss<float, Target::kEndpoint>(n, 9, 37, Loss::kMse, 1e-4, scaled, true);
+    }
     for (bool scaled : {false, true}) {
       test_loss<double, Target::kVelocity>(n, 4, 600, Loss::kMse, 1e-10, scaled);
       test_loss<double, Target::kEndpoint>(n, 4, 600, Loss::kPseudoHuber, 1e-10, scaled);

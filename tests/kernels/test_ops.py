@@ -213,16 +213,18 @@ def test_loss_gradients_match_reference(backend_device, target, loss, dtype):
 @pytest.mark.parametrize("target,loss", LOSS_KINDS)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_loss_student_gradients(backend_device, target, loss, reduction, dtype):
+@pytest.mark.parametrize("features", [(2,), (2, 9), (1030,)], ids=str)
+def test_loss_student_gradients(backend_device, target, loss, reduction, dtype, features):
     """The distillation step's case: gradients reach pred, t and weight only (the kernel writes dL/dpred
-    directly), under an upstream gradient that is 1, a scalar, or one value per sample."""
+    directly), under an upstream gradient that is 1, a scalar, or one value per sample. Features: the
+    small-D kernels, one tile per sample, and several tiles per sample (partial sums, then a finish)."""
     backend, device = backend_device
     skip_unsupported(backend, device, dtype)
     t_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    x0, x1, g, t = make_path(6, (2, 9), 3, dtype, device, t_dtype=t_dtype, seed=5)
-    pred = torch.randn(6, 2, 9, dtype=torch.float64).to(device=device, dtype=dtype)
-    weight = torch.rand(6, device=device, dtype=t_dtype)
-    upstreams = [None, torch.tensor(2.5, device=device)] if reduction != "none" else [torch.rand(6, device=device)]
+    x0, x1, g, t = make_path(11, features, 3, dtype, device, t_dtype=t_dtype, seed=5)
+    pred = torch.randn((11,) + features, dtype=torch.float64).to(device=device, dtype=dtype)
+    weight = torch.rand(11, device=device, dtype=t_dtype)
+    upstreams = [None, torch.tensor(2.5, device=device)] if reduction != "none" else [torch.rand(11, device=device)]
     for upstream in upstreams:
         leaves = [x.detach().clone().requires_grad_(True) for x in (pred, t, weight)]
         leaves64 = [x.detach().double().requires_grad_(True) for x in (pred, t, weight)]
