@@ -6,9 +6,7 @@ Features are flattened to D with unit stride by the caller; batch and point stri
 (guides may be a view of a stacked [B, n+1, D] tensor), and every offset is 64-bit.
 
 Kernels (each program owns BLOCK_B samples and walks its feature blocks; degree is a runtime
-loop bound):
-    _bernstein_weights_kernel  prologue, one launch: w[r, i, b] of a few consecutive derivative
-                               orders, float64 maths, stored in the accumulation dtype
+loop bound; one launch per op call, two for a loss whose samples span several programs):
     _path_fwd_kernel           every requested order in one pass over the control points
     _path_bwd_kernel           dL/dP_i = sum_k w_k[i] g_k, and per-program partial sums of
                                sum_k g_k * B^(k+1) for dL/dt (orders up to 3; dL/dt itself when
@@ -21,20 +19,19 @@ loop bound):
 
 Weights: the same maths as csrc/bezier_common.h and reference.bernstein_weights (float64
 C(m,l) t^l (1-t)^(m-l) with m = n - k, k differences, times n!/(n-k)!; exact at t = 0 and 1),
-in one small Triton launch per op call. Reusing the pure-PyTorch reference.bernstein_weights
-would launch 10 to 20 small kernels per order (torch.profiler: 13 aten kernel calls for order 0,
-23 for order 2, a host-to-device copy among them), each launch as long as a whole memory-bound
-op of moderate size in eager mode; so the prologue is a kernel, checked against the reference
-by tests/test_triton.py.
+computed per sample inside the point loop of each kernel (see the kernels section), from t read
+in its own dtype and stride: no prologue launch, no weights table in memory, no float64 copy of t.
+(The pure-PyTorch reference.bernstein_weights would launch 10 to 20 small kernels per order;
+until 2026-12 a one-launch prologue kernel wrote a [orders, n+1, B] table the main kernels read.)
+tests/test_triton.py checks the weights against the reference through the kernels themselves.
 
-Kernel variants (constexprs; the degree is a runtime loop bound): the tile, BLOCK_D = next power
-of two of D capped at _TILE with BLOCK_B = _TILE // BLOCK_D capped at _MAX_BLOCK_B (11 shapes),
-and per dtype at most
-    path_fwd   11 tiles x 3 order counts                                    = 33
-    path_bwd   11 tiles x 3 order counts x 3 (points, t, both)              = 99
+Kernel variants (constexprs; the degree is a runtime value, the orders are constexprs): the tile, BLOCK_D =
+next power of two of D capped at _TILE with BLOCK_B = _TILE // BLOCK_D capped at _MAX_BLOCK_B
+(11 shapes), and per dtype at most
+    path_fwd   11 tiles x 7 sets of orders                                  = 77
+    path_bwd   11 tiles x 7 sets of orders x 3 (points, t, both)            = 231
     loss_fwd   2 targets x (11 tiles x 2 losses finishing in-kernel + 1 tile with partials) = 46
-    finish     2 losses;  weights prologue: BLOCK_N = next power of two of n + 1 (7 for n = 1..64)
-               x 2 accumulation dtypes
+    finish     2 losses
 compiled on first use only, times Triton's own specialisation of integer arguments divisible by
 16. Block sizes are documented constants, not autotuned: the per-sample sums depend on BLOCK_D,
 and a fixed choice keeps results reproducible run to run.
@@ -70,93 +67,80 @@ _TILE = 1024
 # sample weights and offsets; 244 instead of 61 for the float16 backward at D = 2, ptxas sm_90).
 _MAX_BLOCK_B = 128
 _NUM_WARPS = 4
-# Weights prologue: BLOCK_B * BLOCK_N points per program, times 16 (order, tap) pairs in float64.
-_WEIGHTS_TILE = 128
 # Samples per program of the loss finish.
 _FINISH_BLOCK = 256
 # CUDA's limit on grid axis 1; programs loop over the feature blocks beyond it.
 _MAX_FEATURE_PROGRAMS = 65535
-# Orders go up to 2 in outputs and to 3 inside the backward (dB^(k)/dt = B^(k+1)). A constexpr:
-# jitted code may read only constexpr globals.
-_MAX_ORDER = tl.constexpr(3)
 
 
 # ----------------------------------------------------------------------------- kernels
 # Control point i is x0 (i = 0), x1 (i = degree) or guide i - 1: a point loop selects its base
 # pointer and batch stride by scalar selects (no branch, the same code for every point; pointer
-# tiles are built per point, not kept live, to save registers) and moves the scalar weight
-# offsets on by B. Jitted helpers are called per tile, never per point: the Triton interpreter, which runs
-# every kernel in CI, pays milliseconds per helper call.
+# tiles are built per point, not kept live, to save registers).
+#
+# Weights are computed inside the point loop, per sample in float64 (no prologue launch, no table
+# in memory): for derivative order k of the degree-n curve, with m = n - k and the basis
+# b_l(t) = C(m, l) t^l (1-t)^(m-l) (zero outside 0..m),
+#     w_k[i] = n!/(n-k)! * sum_{q=0..k} (-1)^(k-q) C(k, q) b_{i-q}(t)        (csrc/bezier_common.h)
+# so as the loop reaches point i, one new basis value b_i joins a window of the last k. t^i is a
+# running product; (1-t)^(m-i), whose exponent falls, is a product of squarings of 1 - t picked by
+# the exponent's bits; C(m, i) is a running scalar (exact integers below 2^53, exactly 1 at i = m).
+# So t = 0 and t = 1 give the end points exactly. The orders are constexprs (sorted, one per
+# slot), so each slot keeps exactly the k window values its order needs: registers, not a table.
 @triton.jit
-def _bernstein_weights_kernel(t_ptr, w_ptr, B, degree, first_order, count, power_bits,
-                              BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
-    """w[j, i, b] = weight of control point i in the derivative of order k = first_order + j
-    (j < count <= 4) of the degree-n curve at t[b]; t is float64 [B], w is [count, n+1, B].
+def _falling(degree, K: tl.constexpr):
+    """n!/(n-K)! as a float64 scalar (0 for K > n)."""
+    f = tl.full([], 1.0, tl.float64)
+    for step in tl.static_range(K):
+        f = f * (degree - step)
+    return f
 
-    With m = n - k and b_{l,m}(t) = C(m,l) t^l (1-t)^(m-l) (zero outside 0..m), the k-th difference
-    of the degree-m basis times n!/(n-k)!, as csrc/bezier_common.h (zero for k > n):
-        w_k[i] = n!/(n-k)! * sum_{tap=0..k} (-1)^tap C(k, tap) b_{i-k+tap, m}(t)
-    in float64, every (order, tap) pair at once on the last axis. Powers by repeated squaring over
-    power_bits bits and C(m,0) = C(m,m) = 1, so t = 0 and t = 1 give the end points exactly.
-    """
-    TAPS: tl.constexpr = _MAX_ORDER + 1  # difference taps, and orders per launch
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
-    t = tl.load(t_ptr + rows, mask=rows < B, other=0.0)[:, None, None]
-    s = 1.0 - t
-    point = tl.arange(0, BLOCK_N)[None, :, None]
-    pair = tl.arange(0, TAPS * TAPS)[None, None, :]
-    k = first_order + pair // TAPS
-    tap = pair % TAPS
-    m = degree - k
-    l = point - k + tap
-    valid = (l >= 0) & (l <= m) & (tap <= k)
-    l = tl.where(valid, l, 0)
-    s_exponent = tl.where(valid, m - l, 0)
-    # C(m, l) = prod_{f <= min(l, m-l)} (m - min + f) / f: exact integers below 2^53, a few ulps
-    # above, and 1 exactly at l = 0 and l = m
-    short = tl.minimum(l, s_exponent)
-    binomial = tl.full([1, BLOCK_N, TAPS * TAPS], 1.0, tl.float64)
-    for f in range(1, (degree - first_order) // 2 + 1):
-        binomial = tl.where(f <= short, binomial * (m - short + f) / f, binomial)
-    t_power = tl.full([BLOCK_B, BLOCK_N, TAPS * TAPS], 1.0, tl.float64)
-    s_power = tl.full([BLOCK_B, BLOCK_N, TAPS * TAPS], 1.0, tl.float64)
+
+@triton.jit
+def _slot_weight(point, m, binomial, t_power, s_power, x1, x2, x3, K: tl.constexpr):
+    """One order's weight of control point `point`, before the factor n!/(n-K)!: the new basis value
+    b_point = C(m, point) t^point (1-t)^(m - point) (binomial = C(m, point), t_power = t^point, s_power
+    = (1-t)^(m - point)) and the window x1, x2, x3 = b_{point-1}, b_{point-2}, b_{point-3} (the first K
+    used). Returns the weight, C(m, point + 1) and the window moved on by one point."""
+    b0 = tl.where(point <= m, tl.where(point == m, 1.0, binomial) * t_power * s_power, 0.0)
+    if K == 0:
+        w = b0
+    elif K == 1:
+        w = x1 - b0
+    elif K == 2:
+        w = b0 - 2.0 * x1 + x2
+    else:
+        w = 3.0 * (x1 - x2) + x3 - b0
+    return w, binomial * (m - point) / (point + 1), b0, x1, x2
+
+
+@triton.jit
+def _point_weights(point, degree, power_bits, t_power, s, c0, c1, c2, a1, a2, a3, b1, b2, b3, d1, d2, d3,
+                   K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, NUM_ORDERS: tl.constexpr,
+                   BLOCK_B: tl.constexpr):
+    """The weights of control point `point` in orders K0, K1, K2 (slots < NUM_ORDERS), float64 [BLOCK_B, 1],
+    before their factors n!/(n-K)!; and each slot's state moved on by one point: C(n - K, point + 1)
+    (c) and the basis window (a, b, d). t_power = t^point, s = 1 - t."""
+    one = tl.full([BLOCK_B, 1], 1.0, tl.float64)
+    e0 = tl.maximum(degree - K0 - point, 0)
+    e1 = tl.maximum(degree - K1 - point, 0)
+    e2 = tl.maximum(degree - K2 - point, 0)
+    s0, s1, s2, square = one, one, one, s  # (1-t)^e of each slot, from the squarings of 1 - t
     for bit in range(0, power_bits):
-        t_power = tl.where(((l >> bit) & 1) != 0, t_power * t, t_power)
-        s_power = tl.where(((s_exponent >> bit) & 1) != 0, s_power * s, s_power)
-        t = t * t
-        s = s * s
-    # (-1)^tap C(k, tap) * n!/(n-k)!
-    coef = tl.where(tap == 0, 1, tl.where(tap == 1, -k, tl.where(tap == 2, k * (k - 1) // 2,
-                                                                   -(k * (k - 1) * (k - 2) // 6)))).to(tl.float64)
-    for step in tl.static_range(_MAX_ORDER):
-        coef = tl.where(step < k, coef * (degree - step), coef)
-    terms = tl.where(valid, coef * binomial * t_power * s_power, 0.0)
-    w = tl.sum(tl.reshape(terms, [BLOCK_B, BLOCK_N, TAPS, TAPS]), axis=3)  # [b, i, j]
-    j = tl.arange(0, TAPS)[None, None, :]
-    out = w_ptr + tl.cast(j * (degree + 1) + point, tl.int64) * B + rows[:, None, None]
-    tl.store(out, w.to(w_ptr.dtype.element_ty), mask=(rows[:, None, None] < B) & (point <= degree) & (j < count))
-
-
-@triton.jit
-def _weight_offsets(row0, row1, row2, degree, B):
-    """Offsets of control point 0's weights in weight rows row_k of the [rows, n+1, B] weight table;
-    a point's are B further on than the previous one's."""
-    return (tl.cast(row0 * (degree + 1), tl.int64) * B, tl.cast(row1 * (degree + 1), tl.int64) * B,
-            tl.cast(row2 * (degree + 1), tl.int64) * B)
-
-
-@triton.jit
-def _point_weights(weights, w0, w1, w2, row_mask, B, NUM_ORDERS: tl.constexpr):
-    """One control point's weights for the rows' samples in orders k < NUM_ORDERS (0 beyond), and
-    the offsets of the next point's."""
-    c0 = tl.load(weights + w0, mask=row_mask, other=0.0)
-    c1 = tl.zeros_like(c0)
-    c2 = tl.zeros_like(c0)
+        s0 = tl.where(((e0 >> bit) & 1) != 0, s0 * square, s0)
+        if NUM_ORDERS > 1:
+            s1 = tl.where(((e1 >> bit) & 1) != 0, s1 * square, s1)
+        if NUM_ORDERS > 2:
+            s2 = tl.where(((e2 >> bit) & 1) != 0, s2 * square, s2)
+        square = square * square
+    w0, c0, a1, a2, a3 = _slot_weight(point, degree - K0, c0, t_power, s0, a1, a2, a3, K0)
+    w1 = w0
+    w2 = w0
     if NUM_ORDERS > 1:
-        c1 = tl.load(weights + w1, mask=row_mask, other=0.0)
+        w1, c1, b1, b2, b3 = _slot_weight(point, degree - K1, c1, t_power, s1, b1, b2, b3, K1)
     if NUM_ORDERS > 2:
-        c2 = tl.load(weights + w2, mask=row_mask, other=0.0)
-    return c0, c1, c2, w0 + B, w1 + B, w2 + B
+        w2, c2, d1, d2, d3 = _slot_weight(point, degree - K2, c2, t_power, s2, d1, d2, d3, K2)
+    return w0, w1, w2, c0, c1, c2, a1, a2, a3, b1, b2, b3, d1, d2, d3
 
 
 @triton.jit
@@ -172,15 +156,31 @@ def _point_address(point, degree, x0_ptr, x1_ptr, guides_ptr, x0_stride, x1_stri
 
 
 @triton.jit
-def _combine_points(x0_ptr, x1_ptr, guides_ptr, w_ptr, rows, cols, mask, B, degree,
-                    x0_stride, x1_stride, guides_stride, guides_point_stride, row0, row1, row2,
-                    NUM_ORDERS: tl.constexpr, ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
-    """One pass over the control points of a tile (samples rows [BLOCK_B, 1], features cols
-    [1, BLOCK_D]): acc_k = sum_i w[row_k, i, b] * P_i[b, d] for k < NUM_ORDERS (zeros beyond),
-    in ACC; also returns the last point, x1."""
-    row_mask = rows < B
-    weights = w_ptr + rows  # + (row * (n+1) + point) * B: the samples' weights of a point
-    w0, w1, w2 = _weight_offsets(row0, row1, row2, degree, B)
+def _load_times(t_ptr, t_stride, rows, row_mask):
+    """t of the rows' samples [BLOCK_B, 1], read in its own dtype and stride, as float64."""
+    return tl.load(t_ptr + rows * t_stride, mask=row_mask, other=0.0).to(tl.float64)
+
+
+@triton.jit
+def _combine_points(x0_ptr, x1_ptr, guides_ptr, t, rows, cols, mask, degree, power_bits,
+                    x0_stride, x1_stride, guides_stride, guides_point_stride,
+                    K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, NUM_ORDERS: tl.constexpr,
+                    ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One pass over the control points of a tile (samples rows [BLOCK_B, 1] at float64 times t
+    [BLOCK_B, 1], features cols [1, BLOCK_D]): acc_j = B^(K_j)(t)[b, d] = sum_i w_{K_j}[i] P_i[b, d]
+    for slots j < NUM_ORDERS (zeros beyond), in ACC; also returns the last point, x1."""
+    f0 = _falling(degree, K0).to(ACC)
+    f1 = _falling(degree, K1).to(ACC)
+    f2 = _falling(degree, K2).to(ACC)
+    zero = tl.zeros([BLOCK_B, 1], tl.float64)
+    s = 1.0 - t
+    t_power = zero + 1.0
+    c0 = tl.full([], 1.0, tl.float64)  # C(n - K_j, point) of each slot
+    c1 = c0
+    c2 = c0
+    a1, a2, a3 = zero, zero, zero  # basis windows of each slot
+    b1, b2, b3 = zero, zero, zero
+    d1, d2, d3 = zero, zero, zero
     acc0 = tl.zeros([BLOCK_B, BLOCK_D], ACC)
     acc1 = tl.zeros([BLOCK_B, BLOCK_D], ACC)
     acc2 = tl.zeros([BLOCK_B, BLOCK_D], ACC)
@@ -189,28 +189,32 @@ def _combine_points(x0_ptr, x1_ptr, guides_ptr, w_ptr, rows, cols, mask, B, degr
         base, stride = _point_address(point, degree, x0_ptr, x1_ptr, guides_ptr, x0_stride, x1_stride,
                                       guides_stride, guides_point_stride)
         p = tl.load(base + rows * stride + cols, mask=mask, other=0.0).to(ACC)
-        c0, c1, c2, w0, w1, w2 = _point_weights(weights, w0, w1, w2, row_mask, B, NUM_ORDERS)
-        acc0 = tl.fma(c0, p, acc0)
+        w0, w1, w2, c0, c1, c2, a1, a2, a3, b1, b2, b3, d1, d2, d3 = _point_weights(
+            point, degree, power_bits, t_power, s, c0, c1, c2, a1, a2, a3, b1, b2, b3, d1, d2, d3,
+            K0, K1, K2, NUM_ORDERS, BLOCK_B)
+        acc0 = tl.fma(w0.to(ACC), p, acc0)
         if NUM_ORDERS > 1:
-            acc1 = tl.fma(c1, p, acc1)
+            acc1 = tl.fma(w1.to(ACC), p, acc1)
         if NUM_ORDERS > 2:
-            acc2 = tl.fma(c2, p, acc2)
-    return acc0, acc1, acc2, p
+            acc2 = tl.fma(w2.to(ACC), p, acc2)
+        t_power = t_power * t
+    return acc0 * f0, acc1 * f1, acc2 * f2, p
 
 
 @triton.jit
-def _path_fwd_kernel(x0_ptr, x1_ptr, guides_ptr, w_ptr, out0_ptr, out1_ptr, out2_ptr,
-                     B, D, degree, x0_stride, x1_stride, guides_stride, guides_point_stride,
-                     row0, row1, row2,
-                     NUM_ORDERS: tl.constexpr, ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
-    """out_k[b, d] = sum_i w[row_k, i, b] * P_i[b, d] for k < NUM_ORDERS; outputs [B, D] contiguous."""
+def _path_fwd_kernel(x0_ptr, x1_ptr, guides_ptr, t_ptr, out0_ptr, out1_ptr, out2_ptr,
+                     B, D, degree, power_bits, x0_stride, x1_stride, guides_stride, guides_point_stride, t_stride,
+                     K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, NUM_ORDERS: tl.constexpr,
+                     ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+    """out_j[b, d] = B^(K_j)(t_b)[d] for slots j < NUM_ORDERS; outputs [B, D] contiguous."""
     rows = (tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B))[:, None]
+    t = _load_times(t_ptr, t_stride, rows, rows < B)
     for start in range(tl.program_id(1) * BLOCK_D, D, tl.num_programs(1) * BLOCK_D):
         cols = tl.multiple_of(start, BLOCK_D) + tl.arange(0, BLOCK_D)[None, :]
         mask = (rows < B) & (cols < D)
-        acc0, acc1, acc2, _ = _combine_points(x0_ptr, x1_ptr, guides_ptr, w_ptr, rows, cols, mask, B, degree,
+        acc0, acc1, acc2, _ = _combine_points(x0_ptr, x1_ptr, guides_ptr, t, rows, cols, mask, degree, power_bits,
                                               x0_stride, x1_stride, guides_stride, guides_point_stride,
-                                              row0, row1, row2, NUM_ORDERS, ACC, BLOCK_B, BLOCK_D)
+                                              K0, K1, K2, NUM_ORDERS, ACC, BLOCK_B, BLOCK_D)
         out = rows * D + cols
         tl.store(out0_ptr + out, acc0.to(out0_ptr.dtype.element_ty), mask=mask)
         if NUM_ORDERS > 1:
@@ -220,23 +224,23 @@ def _path_fwd_kernel(x0_ptr, x1_ptr, guides_ptr, w_ptr, out0_ptr, out1_ptr, out2
 
 
 @triton.jit
-def _path_bwd_kernel(x0_ptr, x1_ptr, guides_ptr, w_ptr, g0_ptr, g1_ptr, g2_ptr,
+def _path_bwd_kernel(x0_ptr, x1_ptr, guides_ptr, t_ptr, g0_ptr, g1_ptr, g2_ptr,
                      gx0_ptr, gx1_ptr, gguides_ptr, t_partial_ptr,
-                     B, D, degree, x0_stride, x1_stride, guides_stride, guides_point_stride,
+                     B, D, degree, power_bits, x0_stride, x1_stride, guides_stride, guides_point_stride, t_stride,
                      g0_stride, g1_stride, g2_stride,
-                     row0, row1, row2, next_row0, next_row1, next_row2,
-                     NUM_ORDERS: tl.constexpr, POINTS_GRAD: tl.constexpr, T_GRAD: tl.constexpr,
+                     K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, NUM_ORDERS: tl.constexpr,
+                     POINTS_GRAD: tl.constexpr, T_GRAD: tl.constexpr,
                      ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Backward of _path_fwd_kernel for the incoming gradients g_k [B, D] of the orders in weight
-    rows row_k (their next orders in next_row_k).
+    """Backward of _path_fwd_kernel for the incoming gradients g_j [B, D] of orders K_j.
 
-    POINTS_GRAD: dL/dP_i[b, d] = sum_k w[row_k, i, b] g_k[b, d], written to gx0, gx1 ([B, D]) and
+    POINTS_GRAD: dL/dP_i[b, d] = sum_j w_{K_j}[i] g_j[b, d], written to gx0, gx1 ([B, D]) and
     gguides ([B, n-1, D]), all contiguous. T_GRAD: t_partial[b, program on axis 1] = the program's
-    share of sum_d sum_k g_k[b, d] * B^(k+1)[b, d] = dL/dt_b (float64 sums; the whole of dL/dt_b,
+    share of sum_d sum_j g_j[b, d] * B^(K_j + 1)[b, d] = dL/dt_b (float64 sums; the whole of dL/dt_b,
     in t's dtype, when one program covers the features).
     """
     rows = (tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B))[:, None]
     row_mask = rows < B
+    t = _load_times(t_ptr, t_stride, rows, row_mask)
     t_sum = tl.zeros([BLOCK_B], tl.float64)
     for start in range(tl.program_id(1) * BLOCK_D, D, tl.num_programs(1) * BLOCK_D):
         cols = tl.multiple_of(start, BLOCK_D) + tl.arange(0, BLOCK_D)[None, :]
@@ -249,22 +253,35 @@ def _path_bwd_kernel(x0_ptr, x1_ptr, guides_ptr, w_ptr, g0_ptr, g1_ptr, g2_ptr,
         if NUM_ORDERS > 2:
             g2 = tl.load(g2_ptr + rows * g2_stride + cols, mask=mask, other=0.0).to(ACC)
         if POINTS_GRAD:  # the gradients are contiguous: batch stride D (x0, x1) or (n-1) D (guides)
-            weights = w_ptr + rows  # as in _combine_points
-            w0, w1, w2 = _weight_offsets(row0, row1, row2, degree, B)
+            f0 = _falling(degree, K0)  # the weights' factors n!/(n-K)!
+            f1 = _falling(degree, K1)
+            f2 = _falling(degree, K2)
+            zero = tl.zeros([BLOCK_B, 1], tl.float64)
+            s = 1.0 - t
+            t_power = zero + 1.0
+            c0 = tl.full([], 1.0, tl.float64)
+            c1 = c0
+            c2 = c0
+            a1, a2, a3 = zero, zero, zero
+            b1, b2, b3 = zero, zero, zero
+            d1, d2, d3 = zero, zero, zero
             for point in range(0, degree + 1):
-                c0, c1, c2, w0, w1, w2 = _point_weights(weights, w0, w1, w2, row_mask, B, NUM_ORDERS)
-                grad = c0 * g0
+                w0, w1, w2, c0, c1, c2, a1, a2, a3, b1, b2, b3, d1, d2, d3 = _point_weights(
+                    point, degree, power_bits, t_power, s, c0, c1, c2, a1, a2, a3, b1, b2, b3, d1, d2, d3,
+                    K0, K1, K2, NUM_ORDERS, BLOCK_B)
+                grad = (w0 * f0).to(ACC) * g0
                 if NUM_ORDERS > 1:
-                    grad = tl.fma(c1, g1, grad)
+                    grad = tl.fma((w1 * f1).to(ACC), g1, grad)
                 if NUM_ORDERS > 2:
-                    grad = tl.fma(c2, g2, grad)
+                    grad = tl.fma((w2 * f2).to(ACC), g2, grad)
+                t_power = t_power * t
                 base, stride = _point_address(point, degree, gx0_ptr, gx1_ptr, gguides_ptr, D, D,
                                               tl.cast(degree - 1, tl.int64) * D, D)
                 tl.store(base + rows * stride + cols, grad.to(gx0_ptr.dtype.element_ty), mask=mask)
         if T_GRAD:  # B^(k+1) of the tile, then sum_k g_k B^(k+1) over its features
-            dt0, dt1, dt2, _ = _combine_points(x0_ptr, x1_ptr, guides_ptr, w_ptr, rows, cols, mask, B, degree,
+            dt0, dt1, dt2, _ = _combine_points(x0_ptr, x1_ptr, guides_ptr, t, rows, cols, mask, degree, power_bits,
                                                x0_stride, x1_stride, guides_stride, guides_point_stride,
-                                               next_row0, next_row1, next_row2, NUM_ORDERS, ACC, BLOCK_B, BLOCK_D)
+                                               K0 + 1, K1 + 1, K2 + 1, NUM_ORDERS, ACC, BLOCK_B, BLOCK_D)
             t_sum += tl.sum(g0 * dt0 + g1 * dt1 + g2 * dt2, axis=1).to(tl.float64)
     if T_GRAD:
         rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -273,12 +290,13 @@ def _path_bwd_kernel(x0_ptr, x1_ptr, guides_ptr, w_ptr, g0_ptr, g1_ptr, g2_ptr,
 
 
 @triton.jit
-def _loss_fwd_kernel(pred_ptr, x0_ptr, x1_ptr, guides_ptr, t_ptr, w_ptr, row_weight_ptr, out_scale_ptr, resid_ptr,
+def _loss_fwd_kernel(pred_ptr, x0_ptr, x1_ptr, guides_ptr, t_ptr, row_weight_ptr, out_scale_ptr, resid_ptr,
                      sq_partial_ptr, rdt_partial_ptr, loss_ptr, scale_ptr, dt_ptr, B, D, degree, pred_stride,
-                     x0_stride, x1_stride, guides_stride, guides_point_stride, huber_c: tl.float64,
+                     x0_stride, x1_stride, guides_stride, guides_point_stride, t_stride, power_bits,
+                     huber_c: tl.float64,
                      VELOCITY: tl.constexpr, FINISH: tl.constexpr, PSEUDO_HUBER: tl.constexpr,
                      HAS_OUT_SCALE: tl.constexpr, ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Fused loss forward. Weight row 0 holds the order the residual needs, row 1 its t-derivative:
+    """Fused loss forward (orders: the one the residual needs and its t-derivative's):
         velocity: r = pred - B'(t),               dr/dt = -B''(t)
         endpoint: r = B(t) + (1 - t) pred - x1,   dr/dt = B'(t) - pred
     writes out_scale[b] * r (r without HAS_OUT_SCALE) to resid ([B, D] contiguous) and the program's
@@ -287,7 +305,9 @@ def _loss_fwd_kernel(pred_ptr, x0_ptr, x1_ptr, guides_ptr, t_ptr, w_ptr, row_wei
     dloss/dt (scaled by row_weight, see _finish_loss) directly."""
     rows = (tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B))[:, None]
     row_mask = rows < B
-    one_minus_t = (1.0 - tl.load(t_ptr + rows, mask=row_mask, other=0.0)).to(ACC)
+    t = _load_times(t_ptr, t_stride, rows, row_mask)
+    one_minus_t = (1.0 - t).to(ACC)
+    ORDER: tl.constexpr = 1 if VELOCITY else 0
     if HAS_OUT_SCALE:
         out_mult = tl.load(out_scale_ptr + rows, mask=row_mask, other=0.0).to(ACC)
     else:
@@ -297,9 +317,9 @@ def _loss_fwd_kernel(pred_ptr, x0_ptr, x1_ptr, guides_ptr, t_ptr, w_ptr, row_wei
     for start in range(tl.program_id(1) * BLOCK_D, D, tl.num_programs(1) * BLOCK_D):
         cols = tl.multiple_of(start, BLOCK_D) + tl.arange(0, BLOCK_D)[None, :]
         mask = row_mask & (cols < D)
-        value, slope, _, x1 = _combine_points(x0_ptr, x1_ptr, guides_ptr, w_ptr, rows, cols, mask, B, degree,
+        value, slope, _, x1 = _combine_points(x0_ptr, x1_ptr, guides_ptr, t, rows, cols, mask, degree, power_bits,
                                               x0_stride, x1_stride, guides_stride, guides_point_stride,
-                                              0, 1, 0, 2, ACC, BLOCK_B, BLOCK_D)
+                                              ORDER, ORDER + 1, ORDER, 2, ACC, BLOCK_B, BLOCK_D)
         pred = tl.load(pred_ptr + rows * pred_stride + cols, mask=mask, other=0.0).to(ACC)
         if VELOCITY:
             r = pred - value
@@ -368,12 +388,6 @@ def _tile(num_features: int) -> tuple[int, int]:
     return min(_TILE // block_d, _MAX_BLOCK_B), block_d
 
 
-def _weights_block(degree: int) -> tuple[int, int]:
-    """(BLOCK_B, BLOCK_N) of the weights prologue for a degree."""
-    block_n = triton.next_power_of_2(int(degree) + 1)
-    return max(1, _WEIGHTS_TILE // block_n), block_n
-
-
 def _grid(batch: int, num_features: int) -> tuple[int, int, int, int]:
     """(BLOCK_B, BLOCK_D, sample programs, feature programs) of the main kernels."""
     block_b, block_d = _tile(num_features)
@@ -408,16 +422,17 @@ def _point_args(x0: Tensor, x1: Tensor, guides: Optional[Tensor], degree: int) -
     return x0, x1, guides, x0.stride(0), x1.stride(0), guides.stride(0), guides.stride(1)
 
 
-def _bernstein_weights(t64: Tensor, degree: int, first_order: int, count: int, dtype: torch.dtype) -> Tensor:
-    """Weights [count, n+1, B] in `dtype` of derivative orders first_order .. first_order + count - 1."""
-    B = t64.shape[0]
-    w = torch.empty((count, degree + 1, B), dtype=dtype, device=t64.device)
-    if B > 0:
-        block_b, block_n = _weights_block(degree)
-        wrap_triton(_bernstein_weights_kernel)[(triton.cdiv(B, block_b),)](
-            t64, w, B, degree, first_order, count, int(degree).bit_length(), BLOCK_B=block_b, BLOCK_N=block_n,
-            num_warps=_NUM_WARPS)
-    return w
+def _slots(orders: tuple[int, ...]) -> tuple[list[int], dict]:
+    """The kernels' order slots: the positions of `orders` in increasing order, and the constexprs
+    K0, K1, K2 (the sorted orders; an unused slot repeats the first) and NUM_ORDERS."""
+    slots = sorted(range(len(orders)), key=lambda j: orders[j])
+    ks = [orders[j] for j in slots] + [orders[slots[0]]] * (3 - len(orders))
+    return slots, {"K0": ks[0], "K1": ks[1], "K2": ks[2], "NUM_ORDERS": len(orders)}
+
+
+def _power_bits(degree: int) -> int:
+    """Bits of the largest exponent of 1 - t a kernel raises it to (the degree)."""
+    return int(degree).bit_length()
 
 
 def triton_path_fwd(x0: Tensor, x1: Tensor, guides: Optional[Tensor], t: Tensor, orders: list[int]) -> list[Tensor]:
@@ -428,16 +443,13 @@ def triton_path_fwd(x0: Tensor, x1: Tensor, guides: Optional[Tensor], t: Tensor,
     if sample_programs == 0 or feature_programs == 0:
         return outputs
     acc = compute_dtype(x0.dtype)
-    first = min(orders)
     with _device(x0):
-        w = _bernstein_weights(t.to(torch.float64).contiguous(), degree, first, max(orders) - first + 1, acc)
-        weight_rows = [k - first for k in orders] + [0] * (3 - len(orders))
-        out = outputs + [x0] * (3 - len(orders))  # unused slots: a tensor the kernel only reads
+        slots, orders_meta = _slots(orders)
+        out = [outputs[j] for j in slots] + [x0] * (3 - len(orders))  # unused slots: a tensor the kernel only reads
         x0_, x1_, guides_, *strides = _point_args(x0, x1, guides, degree)
         wrap_triton(_path_fwd_kernel)[(sample_programs, feature_programs)](
-            x0_, x1_, guides_, w, *out, B, D, degree, *strides,
-            *weight_rows, NUM_ORDERS=len(orders), ACC=_TRITON_DTYPE[acc], BLOCK_B=block_b, BLOCK_D=block_d,
-            num_warps=_NUM_WARPS)
+            x0_, x1_, guides_, t, *out, B, D, degree, _power_bits(degree), *strides, t.stride(0),
+            **orders_meta, ACC=_TRITON_DTYPE[acc], BLOCK_B=block_b, BLOCK_D=block_d, num_warps=_NUM_WARPS)
     return outputs
 
 
@@ -461,20 +473,15 @@ def triton_path_bwd(grads: list[Tensor], x0: Tensor, x1: Tensor, guides: Optiona
                             dtype=t.dtype if direct else torch.float64, device=x0.device)
     if (points_grad or t_grad) and sample_programs > 0 and feature_programs > 0:
         acc = compute_dtype(x0.dtype)
-        first = min(orders)
-        last = max(orders) + (1 if t_grad else 0)
         with _device(x0):
-            w = _bernstein_weights(t.to(torch.float64).contiguous(), degree, first, last - first + 1, acc)
-            pad = 3 - len(orders)
-            weight_rows = [k - first for k in orders] + [0] * pad
-            next_rows = [min(k + 1, last) - first for k in orders] + [0] * pad
-            g = grads + [grads[0]] * pad
+            slots, orders_meta = _slots(orders)
+            g = [grads[j] for j in slots] + [grads[slots[0]]] * (3 - len(orders))
             x0_, x1_, guides_, *strides = _point_args(x0, x1, guides, degree)
             wrap_triton(_path_bwd_kernel)[(sample_programs, feature_programs)](
-                x0_, x1_, guides_, w, *g, gx0 if points_grad else x0, gx1 if points_grad else x0,
-                gguides if points_grad and degree > 1 else x0, t_partial if t_grad else w,
-                B, D, degree, *strides, *[x.stride(0) for x in g], *weight_rows, *next_rows,
-                NUM_ORDERS=len(orders), POINTS_GRAD=points_grad, T_GRAD=t_grad, ACC=_TRITON_DTYPE[acc],
+                x0_, x1_, guides_, t, *g, gx0 if points_grad else x0, gx1 if points_grad else x0,
+                gguides if points_grad and degree > 1 else x0, t_partial if t_grad else x0,
+                B, D, degree, _power_bits(degree), *strides, t.stride(0), *[x.stride(0) for x in g],
+                **orders_meta, POINTS_GRAD=points_grad, T_GRAD=t_grad, ACC=_TRITON_DTYPE[acc],
                 BLOCK_B=block_b, BLOCK_D=block_d, num_warps=_NUM_WARPS)
     if not t_grad:
         gt = t.new_empty(0)
@@ -507,13 +514,12 @@ def triton_loss_fwd(pred: Tensor, x0: Tensor, x1: Tensor, guides: Optional[Tenso
                                            device=x0.device) for _ in range(2))
     velocity, pseudo_huber = target == "velocity", loss == "pseudo_huber"
     with _device(x0):
-        t64 = t.to(torch.float64).contiguous()
         if feature_programs > 0:
-            w = _bernstein_weights(t64, degree, 1 if velocity else 0, 2, acc)
             x0_, x1_, guides_, *strides = _point_args(x0, x1, guides, degree)
             wrap_triton(_loss_fwd_kernel)[(sample_programs, feature_programs)](
-                pred, x0_, x1_, guides_, t64, w, row_weight, row_weight if out_scale is None else out_scale,
-                resid, sq_partial, rdt_partial, *per_sample, B, D, degree, pred.stride(0), *strides, float(huber_c),
+                pred, x0_, x1_, guides_, t, row_weight, row_weight if out_scale is None else out_scale,
+                resid, sq_partial, rdt_partial, *per_sample, B, D, degree, pred.stride(0), *strides, t.stride(0),
+                _power_bits(degree), float(huber_c),
                 VELOCITY=velocity, FINISH=finish, PSEUDO_HUBER=pseudo_huber, HAS_OUT_SCALE=out_scale is not None,
                 ACC=_TRITON_DTYPE[acc],
                 BLOCK_B=block_b, BLOCK_D=block_d, num_warps=_NUM_WARPS)

@@ -1,5 +1,5 @@
-"""Triton backend checks the backend matrix (test_ops.py) does not cover: the weights prologue
-against the reference, features split over several programs and looped within one, many samples
+"""Triton backend checks the backend matrix (test_ops.py) does not cover: the weights the kernels
+compute against the reference, features split over several programs and looped within one, many samples
 per program, how many kernel variants the launchers can ask for, and how the backend registers
 itself where it cannot run."""
 from __future__ import annotations
@@ -26,23 +26,30 @@ runs_here = pytest.mark.skipif(not TRITON.available, reason=f"triton backend: {T
 
 @runs_here
 @pytest.mark.parametrize("degree", [1, 2, 3, 5, 16, 33, 64])
-def test_weights_prologue_matches_reference(degree):
-    """Orders 0..3 (the backward needs order k + 1) against reference.bernstein_weights, for t in
-    [0, 1], outside it and NaN; t = 0 and t = 1 select P_0 and P_n exactly."""
+def test_weights_in_kernels_match_reference(degree):
+    """The weights the kernels compute in their point loops, read off with the control points
+    P_i = e_i (unit vectors: B^(k)(t) = w_k(t)), against reference.bernstein_weights: orders 0..2
+    from the forward, order 3 (the backward's dB''/dt) from dL/dt; t in [0, 1], outside it and NaN;
+    t = 0 and t = 1 give P_0 and P_n exactly."""
     t = torch.tensor([0.0, 1.0, 0.3, 0.71, 0.999, -0.5, 1.5, float("nan")], dtype=torch.float64, device=DEVICE)
-    finite = torch.isfinite(t)
-    w = triton_ops._bernstein_weights(t, degree, 0, 4, torch.float64)  # [order, n+1, B]
-    assert w.shape == (4, degree + 1, t.shape[0])
-    for k in range(4):
-        got, ref = w[k].T, reference.bernstein_weights(t, degree, k)
+    B, finite = t.shape[0], torch.isfinite(t)
+    P = torch.eye(degree + 1, dtype=torch.float64, device=DEVICE).expand(B, -1, -1).contiguous()
+    x0, x1, guides = P[:, 0], P[:, degree], P[:, 1:degree] if degree > 1 else None
+    kernels = bk.backends.kernel_ops("triton")
+    outs = kernels.path_fwd(x0, x1, guides, t, [0, 1, 2])
+    for k, got in enumerate(outs):
+        ref = reference.bernstein_weights(t, degree, k)
         assert rel_err(got[finite], ref[finite]) <= 1e-13, (k, rel_err(got[finite], ref[finite]))
-        torch.testing.assert_close(got[~finite].cpu(), ref[~finite].cpu(), equal_nan=True)  # NaN, or 1 where k = n
+        torch.testing.assert_close(got[~finite].cpu(), ref[~finite].cpu(), equal_nan=True)  # NaN, or 0 past n
     unit = torch.eye(degree + 1, dtype=torch.float64, device=DEVICE)
-    assert torch.equal(w[0][:, 0], unit[0]) and torch.equal(w[0][:, 1], unit[degree])
-    # a later first order gives the same rows, and float32 weights are their rounding
-    exactly = dict(rtol=0, atol=0, equal_nan=True)
-    torch.testing.assert_close(triton_ops._bernstein_weights(t, degree, 2, 2, torch.float64), w[2:], **exactly)
-    torch.testing.assert_close(triton_ops._bernstein_weights(t, degree, 1, 1, torch.float32), w[1:2].float(), **exactly)
+    assert torch.equal(outs[0][0], unit[0]) and torch.equal(outs[0][1], unit[degree])
+    g = torch.randn(B, degree + 1, dtype=torch.float64, device=DEVICE)
+    gt = kernels.path_bwd([g], x0, x1, guides, t, [2], False, True)[3]
+    ref = (g * reference.bernstein_weights(t, degree, 3)).sum(dim=1)
+    assert rel_err(gt[finite], ref[finite]) <= 1e-13, rel_err(gt[finite], ref[finite])
+    # float32 weights are the float64 ones rounded (the kernels accumulate in float32)
+    (vel32,) = kernels.path_fwd(x0.float(), x1.float(), None if guides is None else guides.float(), t, [1])
+    assert rel_err(vel32[finite].double(), outs[1][finite]) <= 1e-6
 
 
 def _compare_with_reference(batch, features, degree):
@@ -87,11 +94,9 @@ def test_many_samples_per_program(monkeypatch):
 
 
 def test_kernel_variants_are_bounded():
-    """The main kernels' block sizes depend on D only (11 shapes, never on the degree); the weights
-    prologue has one block shape per power of two of n + 1 (7 for n = 1..64)."""
+    """The kernels' block sizes depend on D only (11 shapes, never on the degree or the orders)."""
     tiles = {triton_ops._tile(d) for d in range(0, 5000)}
     assert len(tiles) == 11 and all(b * d <= triton_ops._TILE and b <= triton_ops._MAX_BLOCK_B for b, d in tiles)
-    assert len({triton_ops._weights_block(n) for n in range(1, bk.MAX_KERNEL_DEGREE + 1)}) == 7
 
 
 def _compiled_triton_env() -> dict:
@@ -154,10 +159,8 @@ except Exception as error:
     run = subprocess.run([sys.executable, "-c", code], env=_compiled_triton_env(), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]
     lines = {line.split()[0]: line.split()[1:] for line in run.stdout.splitlines()}
-    assert lines["found"] == ["_bernstein_weights_kernel", "_loss_finish_kernel", "_loss_fwd_kernel",
-                              "_path_bwd_kernel", "_path_fwd_kernel"]
-    assert lines["traced"] == ["True", "_bernstein_weights_kernel", "_path_fwd_kernel", "_bernstein_weights_kernel",
-                               "_loss_fwd_kernel", "_loss_finish_kernel", "_bernstein_weights_kernel",
+    assert lines["found"] == ["_loss_finish_kernel", "_loss_fwd_kernel", "_path_bwd_kernel", "_path_fwd_kernel"]
+    assert lines["traced"] == ["True", "_path_fwd_kernel", "_loss_fwd_kernel", "_loss_finish_kernel",
                                "_path_bwd_kernel"]
 
 
@@ -170,13 +173,13 @@ def test_kernels_compile_for_a_gpu():
     run = subprocess.run([sys.executable, str(script)], env=_compiled_triton_env(), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]
     records = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    assert {r["kernel"] for r in records} == {"_bernstein_weights_kernel", "_path_fwd_kernel", "_path_bwd_kernel",
-                                              "_loss_fwd_kernel", "_loss_finish_kernel"}
+    assert {r["kernel"] for r in records} == {"_path_fwd_kernel", "_path_bwd_kernel", "_loss_fwd_kernel",
+                                              "_loss_finish_kernel"}
     for r in records:
         assert r["spill_bytes"] == 0, r
         if r["case"] == "float32-contiguous" and r["kernel"] != "_loss_finish_kernel":
             assert r["v4_stores"] > 0 or r["constexprs"].get("POINTS_GRAD") == "False", r
-            assert r["v4_loads"] > 0 or r["kernel"] == "_bernstein_weights_kernel", r
+            assert r["v4_loads"] > 0, r
 
 
 @pytest.mark.slow
