@@ -86,13 +86,13 @@ def reload_auto_table() -> None:
 
 
 class KernelOps(NamedTuple):
-    """The custom ops a fused backend provides, all with the schemas of csrc/bezier_ops.cpp. fused_loss
-    (the whole loss, autograd included) is None where the loss is the composite ops.distill_loss."""
+    """The custom ops a fused backend provides, all with the schemas of csrc/bezier_ops.cpp
+    (fused_loss: the whole loss with its autograd, the op bezier_distill_loss calls)."""
 
     path_fwd: Callable
     path_bwd: Callable
     loss_fwd: Callable
-    fused_loss: Callable | None = None
+    fused_loss: Callable
 
 
 @dataclass(frozen=True)

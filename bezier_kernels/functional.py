@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from . import _validate, backends, ops, reference
+from . import _validate, backends, reference
 
 
 def _features_flat(x: Tensor, leading: tuple[int, ...], num_features: int) -> Tensor:
@@ -86,10 +86,7 @@ def bezier_distill_loss(pred: Tensor, x0: Tensor, x1: Tensor, t: Tensor, guides:
     residual = grad and (x0.requires_grad or x1.requires_grad or (guides is not None and guides.requires_grad))
     args = (_features_flat(pred, (B,), D), _features_flat(x0, (B,), D), _features_flat(x1, (B,), D), g, t, weight,
             target, loss, c, reduction, residual)
-    fused = backends.kernel_ops(name).fused_loss
-    if fused is not None:  # the whole loss in one op, in pred's dtype
-        return fused(*args, grad and t.requires_grad)[0]
-    return ops.distill_loss(*args, name)[0].to(pred.dtype)
+    return backends.kernel_ops(name).fused_loss(*args, grad and t.requires_grad)[0]  # in pred's dtype
 
 
 def bernstein_weights(t: Tensor, n: int, order: int = 0) -> Tensor:

@@ -1,6 +1,6 @@
-"""Custom ops of the fused backends: fake kernels, autograd, the fused loss, and "cpp"/"cuda".
+"""Custom ops of the fused backends: fake kernels, autograd, and the "cpp"/"cuda" registration.
 
-Every fused backend provides three kernel ops with the schemas defined in csrc/bezier_ops.cpp
+Every fused backend provides four kernel ops with the schemas defined in csrc/bezier_ops.cpp
 (features flattened by the caller, unit feature stride):
 
     path_fwd(x0 [B,D], x1 [B,D], guides [B,n-1,D]?, t [B], orders) -> [out [B,D] per order]
@@ -8,37 +8,30 @@ Every fused backend provides three kernel ops with the schemas defined in csrc/b
         -> (grad_x0 [B,D], grad_x1 [B,D], grad_guides [B,n-1,D], grad_t [B])  (shape [0] when not asked)
     loss_fwd(pred [B,D], x0, x1, guides?, t, row_weight [B], out_scale [B]?, target, loss, huber_c)
         -> (loss [B], out [B,D], scale [B], dloss_dt [B])
-
-loss_fwd reads the control points and pred once, computes the residual r (velocity: pred - B'(t);
-endpoint: B(t) + (1-t) pred - x1) and writes out_scale_b * r; per sample it gives the unweighted
-loss l_b and, for the reduced loss L = sum_b m_b l_b (m = row_weight, float64), scale_b with
-dL/dr_bd = scale_b r_bd and dloss_dt_b = dL/dt_b. Per-sample outputs are float32 (float64 for
-float64). `register_kernel_ops` attaches the shared fake kernels, and (autograd=True) the path
-autograd in Python, to any backend's ops.
-
-The compiled backends ("cpp", "cuda") have their autograd in C++ (csrc/bezier_autograd.cpp) and the
-whole loss as one op, bezier_kernels::fused_loss (KernelOps.fused_loss; fake kernel here):
-
     fused_loss(pred, x0, x1, guides?, t, weight?, target, loss, huber_c, reduction, residual, t_grad)
         -> (value [] or [B] in pred's dtype, out [B,D], weight_grad [B], scale [B], dt [B] or [0])
 
-with the row weights, factors and the reduction computed inside the kernel; its backward returns
-`out` itself as dL/dpred when the upstream gradient is 1 (eager CPU), else one multiplication.
+loss_fwd (forward only) reads the control points and pred once, computes the residual r (velocity:
+pred - B'(t); endpoint: B(t) + (1-t) pred - x1) and writes out_scale_b * r; per sample it gives the
+unweighted loss l_b and, for the reduced loss L = sum_b m_b l_b (m = row_weight, float64), scale_b
+with dL/dr_bd = scale_b r_bd and dloss_dt_b = dL/dt_b. Per-sample outputs are float32 (float64 for
+float64).
 
-For Triton the loss is the composite custom op bezier_kernels::distill_loss:
-it picks m_b from the weights and the reduction, has the kernel write dL/dpred directly (mse, one
-pass; pseudo-Huber, whose scale needs the whole row first, adds one in-place row scale) and reduces.
-Its backward is then a multiplication by the upstream gradient, skipped when that is 1 (checked on
-CPU tensors in eager mode) and done in place otherwise: the loss holds at most one [B, D] tensor, the
-gradient itself. When x0, x1 or guides need gradients (residual=True) it keeps r instead.
+fused_loss is the whole loss, the one bezier_distill_loss calls: m_b (the weight, over B for a
+mean), the factors and the reduction are computed in the kernels, and out is dL/dpred for a unit
+upstream gradient (or r, when x0, x1 or guides need gradients: residual=True), so the backward is
+`out` itself when the upstream gradient is 1 (eager CPU), else one multiplication. Its autograd is
+C++ for "cpp" and "cuda" (csrc/bezier_autograd.cpp) and Python here for "triton"
+(`_make_fused_loss_autograd`, the same maths). `register_kernel_ops` attaches the shared fake
+kernels, and (autograd=True) the Python autograd of path_fwd and fused_loss, to a backend's ops.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from . import _extension, backends, reference
-from .reference import bernstein_weights, compute_dtype
+from . import _extension, backends
+from .reference import compute_dtype
 
 
 def _degree(guides: Tensor | None) -> int:
@@ -97,52 +90,7 @@ def _make_path_autograd(path_bwd):
     return setup_context, backward
 
 
-# ----------------------------------------------------------------------------- the fused loss
-def _pred_factor(t: Tensor, target: str) -> Tensor:
-    """dr/dpred per sample, float64 [B]: 1 (velocity) or 1 - t (endpoint)."""
-    t64 = t.to(torch.float64)
-    return torch.ones_like(t64) if target == "velocity" else 1.0 - t64
-
-
-def _row_weight(weight: Tensor | None, batch: int, reduction: str, device: torch.device) -> Tensor:
-    """m_b, float64 [B]: sample b's factor in the reduced loss (its weight, over B for a mean)."""
-    factor = 1.0 / batch if reduction == "mean" and batch > 0 else 1.0
-    if weight is None:
-        return torch.full((batch,), factor, dtype=torch.float64, device=device)
-    return weight.to(torch.float64) * factor
-
-
-@torch.library.custom_op("bezier_kernels::distill_loss", mutates_args=())
-def distill_loss(pred: Tensor, x0: Tensor, x1: Tensor, guides: Tensor | None, t: Tensor, weight: Tensor | None,
-                 target: str, loss: str, huber_c: float, reduction: str, residual: bool,
-                 backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The fused distillation loss on `backend`'s kernels; inputs flattened and validated by the caller.
-
-    Returns (loss, out, per_sample, scale, dloss_dt): loss [] ("mean", "sum") or [B] ("none") in the
-    accumulation dtype; out [B, D]: dL/dpred for a unit upstream gradient, or r when residual;
-    per_sample [B]: the unweighted l_b; scale, dloss_dt [B]: see the module docstring.
-    """
-    B, D = pred.shape
-    row_weight = _row_weight(weight, B, reduction, pred.device)
-    pred_factor = _pred_factor(t, target)
-    write_gradient = not residual and loss == "mse"  # mse: dL/dr = m_b (2 / D) r is known before the pass
-    out_scale = row_weight * pred_factor * (2.0 / D) if write_gradient and D > 0 else None
-    per_sample, out, scale, dloss_dt = backends.kernel_ops(backend).loss_fwd(
-        pred, x0, x1, guides, t, row_weight, out_scale, target, loss, huber_c)
-    if not residual and loss == "pseudo_huber":  # the row factor in out's dtype: no promoted temporary
-        out.mul_((scale.to(torch.float64) * pred_factor).to(out.dtype).unsqueeze(1))
-    value = reference.reduce_loss(per_sample, weight, reduction)
-    return value, out, per_sample.clone() if value is per_sample else per_sample, scale, dloss_dt
-
-
-@distill_loss.register_fake
-def _distill_loss_fake(pred, x0, x1, guides, t, weight, target, loss, huber_c, reduction, residual, backend):
-    B = pred.shape[0]
-    acc = compute_dtype(pred.dtype)
-    return (pred.new_empty((B,) if reduction == "none" else (), dtype=acc), pred.new_empty(pred.shape),
-            *(pred.new_empty((B,), dtype=acc) for _ in range(3)))
-
-
+# ----------------------------------------------------------------------------- the fused loss's autograd
 def _plain_eager(*tensors: Tensor) -> bool:
     """True outside torch.compile, fake/functional tracing, dispatch modes and functorch transforms."""
     return (not torch.compiler.is_compiling() and torch._C._len_torch_dispatch_stack() == 0
@@ -160,69 +108,70 @@ def _times_upstream(buf: Tensor, grad: Tensor, rowwise: bool) -> Tensor:
     return buf.mul_(factor)
 
 
-def _distill_loss_setup_context(ctx, inputs, output):
-    pred, x0, x1, guides, t, weight, target, loss, huber_c, reduction, residual, backend = inputs
-    _, out, per_sample, scale, dloss_dt = output
-    ctx.mark_non_differentiable(out, per_sample, scale, dloss_dt)
-    ctx.set_materialize_grads(False)
-    ctx.save_for_backward(guides, t, weight, out, per_sample, scale, dloss_dt)
-    ctx.target, ctx.reduction, ctx.residual = target, reduction, residual
+def _make_fused_loss_autograd(path_bwd):
+    """setup_context and backward of a Python-registered fused_loss (the triton backend's; the
+    compiled backends' is C++, csrc/bezier_autograd.cpp, with the same maths)."""
 
+    def setup_context(ctx, inputs, output):
+        pred, x0, x1, guides, t, weight, target, loss, huber_c, reduction, residual, t_grad = inputs
+        _, out, weight_grad, scale, dt = output
+        ctx.mark_non_differentiable(out, weight_grad, scale, dt)
+        ctx.set_materialize_grads(False)
+        # what the backward reads: the control points and scale only with residual, t for its dtype
+        ctx.save_for_backward(*(x if residual else None for x in (x0, x1, guides)),
+                              t if residual or t_grad else None, weight, out, weight_grad,
+                              scale if residual else None, dt if t_grad else None)
+        ctx.velocity, ctx.rowwise, ctx.residual = target == "velocity", reduction == "none", residual
 
-def _distill_loss_backward(ctx, grad_loss, *_unused):
-    grads = [None] * 12
-    if grad_loss is None:
-        return tuple(grads)
-    guides, t, weight, out, per_sample, scale, dloss_dt = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    B = out.shape[0]
-    rowwise = ctx.reduction == "none"
-    upstream = grad_loss if rowwise else grad_loss.expand(B)  # dL_total / dL per sample's term
-    if need[4]:
-        grads[4] = (upstream * dloss_dt).to(t.dtype)
-    if need[5]:
-        factor = 1.0 / B if ctx.reduction == "mean" else 1.0
-        grads[5] = (upstream * per_sample * factor).to(weight.dtype)
-    if not ctx.residual:
-        if need[1] or need[2] or need[3]:
-            raise RuntimeError("bezier_kernels::distill_loss: gradients for x0, x1 or guides need residual=True")
+    def backward(ctx, grad, *_unused):
+        grads = [None] * 12
+        if grad is None:
+            return tuple(grads)
+        x0, x1, guides, t, weight, out, weight_grad, scale, dt = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        if need[4]:
+            if dt is None:
+                raise RuntimeError("bezier_kernels fused_loss: a gradient for t needs t_grad=True")
+            grads[4] = (grad * dt).to(t.dtype)  # grad: [] (mean, sum) or [B] (none), by broadcasting
+        if need[5] and weight is not None:
+            grads[5] = (grad * weight_grad).to(weight.dtype)
+        if not ctx.residual:
+            if need[1] or need[2] or need[3]:
+                raise RuntimeError("bezier_kernels fused_loss: gradients for x0, x1 or guides need residual=True")
+            if need[0]:
+                grads[0] = _times_upstream(out, grad, ctx.rowwise)
+            return tuple(grads)
+        sample = grad.to(scale.dtype) * scale  # dL/dr_bd = sample_b r_bd
         if need[0]:
-            grads[0] = _times_upstream(out, grad_loss, rowwise)
+            factor = sample if ctx.velocity else sample * (1 - t.to(scale.dtype))
+            grads[0] = (out * factor.unsqueeze(1)).to(out.dtype)
+        if need[1] or need[2] or need[3]:
+            # dr/dP_i = -w_1[i] (velocity) or w_0[i] - [i == n] (endpoint): path_bwd of order 1 or 0
+            sr = (out * sample.unsqueeze(1)).to(out.dtype)
+            gx0, gx1, gguides, _ = path_bwd([-sr if ctx.velocity else sr], x0, x1, guides, t,
+                                            [1 if ctx.velocity else 0], True, False)
+            grads[1] = gx0 if need[1] else None
+            grads[2] = (gx1 if ctx.velocity else gx1 - sr) if need[2] else None
+            grads[3] = gguides if need[3] and guides is not None else None
         return tuple(grads)
-    s = upstream * scale  # dL/dr_bd = s_b r_bd
-    if need[0]:
-        grads[0] = (out * (s * _pred_factor(t, ctx.target).to(s.dtype)).unsqueeze(1)).to(out.dtype)
-    if need[1] or need[2] or need[3]:
-        # dr/dP_i = -w_1[i] (velocity) or w_0[i] - [i == n] (endpoint)
-        n = _degree(guides)
-        if ctx.target == "velocity":
-            coef = -bernstein_weights(t, n, 1)
-        else:
-            coef = bernstein_weights(t, n, 0)
-            coef[:, n] -= 1.0
-        coef = coef.to(s.dtype) * s.unsqueeze(1)  # [B, n+1]
-        if need[1]:
-            grads[1] = (coef[:, :1] * out).to(out.dtype)
-        if need[2]:
-            grads[2] = (coef[:, n:] * out).to(out.dtype)
-        if need[3] and guides is not None:
-            grads[3] = (coef[:, 1:n].unsqueeze(2) * out.unsqueeze(1)).to(out.dtype)
-    return tuple(grads)
 
-
-distill_loss.register_autograd(_distill_loss_backward, setup_context=_distill_loss_setup_context)
+    return setup_context, backward
 
 
 def register_kernel_ops(name: str, ops: backends.KernelOps, devices: tuple[str, ...], reason: str, *,
                         autograd: bool = True) -> None:
-    """Attaches the shared fake kernels, and (autograd) the path autograd, to a backend's ops and
-    registers the backend. (loss_fwd is forward-only: distill_loss carries that loss's autograd.)"""
+    """Attaches the shared fake kernels, and (autograd) the Python autograd of path_fwd and fused_loss,
+    to a backend's ops and registers the backend. (loss_fwd is forward-only: fused_loss is the loss
+    with autograd.)"""
     torch.library.register_fake(ops.path_fwd, _path_fwd_fake)
     torch.library.register_fake(ops.path_bwd, _path_bwd_fake)
     torch.library.register_fake(ops.loss_fwd, _loss_fwd_fake)
+    torch.library.register_fake(ops.fused_loss, _fused_loss_fake)
     if autograd:
         setup_context, backward = _make_path_autograd(ops.path_bwd)
         torch.library.register_autograd(ops.path_fwd, backward, setup_context=setup_context)
+        setup_context, backward = _make_fused_loss_autograd(ops.path_bwd)
+        torch.library.register_autograd(ops.fused_loss, backward, setup_context=setup_context)
     backends.register_backend(name, ops, devices, reason)
 
 
@@ -237,7 +186,6 @@ def _register_compiled() -> None:
     lib = torch.ops.bezier_kernels
     compiled = backends.KernelOps(lib.path_fwd.default, lib.path_bwd.default, lib.loss_fwd.default,
                                   lib.fused_loss.default)
-    torch.library.register_fake(compiled.fused_loss, _fused_loss_fake)
     threads = "OpenMP" if info["openmp"] else "single-threaded build (no OpenMP)"
     register_kernel_ops("cpp", compiled, ("cpu",), f"C++ CPU kernels, {threads}", autograd=False)
     if not info["cuda"]:

@@ -290,36 +290,86 @@ def _path_bwd_kernel(x0_ptr, x1_ptr, guides_ptr, t_ptr, g0_ptr, g1_ptr, g2_ptr,
 
 
 @triton.jit
-def _loss_fwd_kernel(pred_ptr, x0_ptr, x1_ptr, guides_ptr, t_ptr, row_weight_ptr, out_scale_ptr, resid_ptr,
-                     sq_partial_ptr, rdt_partial_ptr, loss_ptr, scale_ptr, dt_ptr, B, D, degree, pred_stride,
-                     x0_stride, x1_stride, guides_stride, guides_point_stride, t_stride, power_bits,
-                     huber_c: tl.float64,
+def _row_factors(t, weight_ptr, weight_stride, rows, row_mask, row_factor, HAS_WEIGHT: tl.constexpr,
+                 VELOCITY: tl.constexpr):
+    """(m, pf), float64, shaped like rows: m_b = weight_b * row_factor (row_factor alone without
+    HAS_WEIGHT), sample b's factor in the reduced loss, and pf_b = dr/dpred (1, or 1 - t_b)."""
+    ones = tl.full(t.shape, 1.0, tl.float64)
+    if HAS_WEIGHT:
+        m = tl.load(weight_ptr + rows * weight_stride, mask=row_mask, other=0.0).to(tl.float64) * row_factor
+    else:
+        m = ones * row_factor
+    if VELOCITY:
+        pf = ones
+    else:
+        pf = 1.0 - t
+    return m, pf
+
+
+@triton.jit
+def _finish_samples(loss_ptr, scale_ptr, dt_ptr, value_ptr, rows, row_mask, sq, rdt, m, D, huber_c, loss_factor,
+                    PSEUDO_HUBER: tl.constexpr, T_GRAD: tl.constexpr, VALUE: tl.constexpr):
+    """Stores the per-sample results from the float64 sums sq = sum r^2 and rdt = sum r dr/dt (the
+    LossOutputs of csrc/bezier_common.h) and returns scale. mse: l = sq / D, dl/dr = (2 / D) r;
+    pseudo-Huber: root = sqrt(sq + c^2), l = root - c, dl/dr = r / root. Then loss_b = loss_factor l_b,
+    scale_b = m_b dl/dr / r, dt_b = scale_b rdt_b (T_GRAD) and (VALUE) value_b = m_b l_b, in value's
+    dtype (the loss itself for reduction "none", float64 terms of the sum otherwise)."""
+    if PSEUDO_HUBER:
+        root = tl.sqrt(sq + huber_c * huber_c)
+        loss = root - huber_c
+        scale = m / root
+    else:
+        loss = sq / D
+        scale = m * (tl.full(sq.shape, 2.0, tl.float64) / D)
+    tl.store(loss_ptr + rows, (loss * loss_factor).to(loss_ptr.dtype.element_ty), mask=row_mask)
+    tl.store(scale_ptr + rows, scale.to(scale_ptr.dtype.element_ty), mask=row_mask)
+    if T_GRAD:
+        tl.store(dt_ptr + rows, (scale * rdt).to(dt_ptr.dtype.element_ty), mask=row_mask)
+    if VALUE:
+        tl.store(value_ptr + rows, (m * loss).to(value_ptr.dtype.element_ty), mask=row_mask)
+    return scale
+
+
+@triton.jit
+def _loss_fwd_kernel(pred_ptr, x0_ptr, x1_ptr, guides_ptr, t_ptr, weight_ptr, out_scale_ptr, resid_ptr,
+                     sq_partial_ptr, rdt_partial_ptr, loss_ptr, scale_ptr, dt_ptr, value_ptr,
+                     B, D, degree, power_bits, pred_stride, x0_stride, x1_stride, guides_stride, guides_point_stride,
+                     t_stride, weight_stride, row_factor: tl.float64, loss_factor: tl.float64, huber_c: tl.float64,
                      VELOCITY: tl.constexpr, FINISH: tl.constexpr, PSEUDO_HUBER: tl.constexpr,
-                     HAS_OUT_SCALE: tl.constexpr, ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Fused loss forward (orders: the one the residual needs and its t-derivative's):
+                     HAS_WEIGHT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, GRADIENT: tl.constexpr,
+                     T_GRAD: tl.constexpr, VALUE: tl.constexpr,
+                     ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Fused loss forward (orders: the one the residual needs and, with T_GRAD, its t-derivative's):
         velocity: r = pred - B'(t),               dr/dt = -B''(t)
         endpoint: r = B(t) + (1 - t) pred - x1,   dr/dt = B'(t) - pred
-    writes out_scale[b] * r (r without HAS_OUT_SCALE) to resid ([B, D] contiguous) and the program's
-    float64 shares of sum_d r^2 and sum_d r dr/dt to sq_partial / rdt_partial [B, programs on axis 1],
-    or, with FINISH (one program on axis 1 sees every feature), the per-sample loss, scale and
-    dloss/dt (scaled by row_weight, see _finish_loss) directly."""
+    writes to resid ([B, D] contiguous) out_scale_b r (HAS_OUT_SCALE), or with GRADIENT dL/dpred =
+    scale_b pf_b r (see _finish_samples and _row_factors: mse's factor is known before the pass,
+    pseudo-Huber's once the row is summed), else r. Per-sample results: with FINISH (one program,
+    one feature block per sample) stored here (_finish_samples), else the program's float64 shares
+    of sum_d r^2 and sum_d r dr/dt in sq_partial / rdt_partial [B, programs on axis 1]."""
     rows = (tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B))[:, None]
     row_mask = rows < B
     t = _load_times(t_ptr, t_stride, rows, row_mask)
     one_minus_t = (1.0 - t).to(ACC)
     ORDER: tl.constexpr = 1 if VELOCITY else 0
+    NUM_ORDERS: tl.constexpr = 2 if T_GRAD else 1
+    ROW_AFTER: tl.constexpr = FINISH and GRADIENT and PSEUDO_HUBER  # dL/dpred stored once the row's sum is known
     if HAS_OUT_SCALE:
         out_mult = tl.load(out_scale_ptr + rows, mask=row_mask, other=0.0).to(ACC)
+    elif GRADIENT and not PSEUDO_HUBER:  # (m and pf are read again after the loop: fewer live registers)
+        m, pf = _row_factors(t, weight_ptr, weight_stride, rows, row_mask, row_factor, HAS_WEIGHT, VELOCITY)
+        out_mult = (m * pf * (tl.full(m.shape, 2.0, tl.float64) / D)).to(ACC)
     else:
         out_mult = tl.full([BLOCK_B, 1], 1.0, ACC)
     sq = tl.zeros([BLOCK_B], tl.float64)
     rdt = tl.zeros([BLOCK_B], tl.float64)
+    r_row = tl.zeros([BLOCK_B, BLOCK_D], ACC)
     for start in range(tl.program_id(1) * BLOCK_D, D, tl.num_programs(1) * BLOCK_D):
         cols = tl.multiple_of(start, BLOCK_D) + tl.arange(0, BLOCK_D)[None, :]
         mask = row_mask & (cols < D)
         value, slope, _, x1 = _combine_points(x0_ptr, x1_ptr, guides_ptr, t, rows, cols, mask, degree, power_bits,
                                               x0_stride, x1_stride, guides_stride, guides_point_stride,
-                                              ORDER, ORDER + 1, ORDER, 2, ACC, BLOCK_B, BLOCK_D)
+                                              ORDER, ORDER + 1, ORDER, NUM_ORDERS, ACC, BLOCK_B, BLOCK_D)
         pred = tl.load(pred_ptr + rows * pred_stride + cols, mask=mask, other=0.0).to(ACC)
         if VELOCITY:
             r = pred - value
@@ -328,43 +378,39 @@ def _loss_fwd_kernel(pred_ptr, x0_ptr, x1_ptr, guides_ptr, t_ptr, row_weight_ptr
             r = value + one_minus_t * pred - x1
             dr_dt = slope - pred
         r = tl.where(mask, r, 0.0)
-        tl.store(resid_ptr + rows * D + cols, (out_mult * r).to(resid_ptr.dtype.element_ty), mask=mask)
+        if ROW_AFTER:
+            r_row = r
+        else:
+            tl.store(resid_ptr + rows * D + cols, (out_mult * r).to(resid_ptr.dtype.element_ty), mask=mask)
         sq += tl.sum(r * r, axis=1).to(tl.float64)
-        rdt += tl.sum(r * dr_dt, axis=1).to(tl.float64)
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+        if T_GRAD:
+            rdt += tl.sum(r * dr_dt, axis=1).to(tl.float64)
+    samples = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     if FINISH:
-        _finish_loss(loss_ptr, scale_ptr, dt_ptr, row_weight_ptr, rows, rows < B, sq, rdt, D, huber_c, PSEUDO_HUBER)
+        t = _load_times(t_ptr, t_stride, samples, samples < B)
+        m, pf = _row_factors(t, weight_ptr, weight_stride, samples, samples < B, row_factor, HAS_WEIGHT, VELOCITY)
+        scale = _finish_samples(loss_ptr, scale_ptr, dt_ptr, value_ptr, samples, samples < B, sq, rdt, m, D, huber_c,
+                                loss_factor, PSEUDO_HUBER, T_GRAD, VALUE)
+        if ROW_AFTER:  # FINISH: the one feature block, still in registers
+            cols = tl.arange(0, BLOCK_D)[None, :]
+            f = (scale * pf).to(ACC)[:, None]
+            tl.store(resid_ptr + rows * D + cols, (f * r_row).to(resid_ptr.dtype.element_ty),
+                     mask=row_mask & (cols < D))
     else:
-        partial = rows * tl.num_programs(1) + tl.program_id(1)
-        tl.store(sq_partial_ptr + partial, sq, mask=rows < B)
-        tl.store(rdt_partial_ptr + partial, rdt, mask=rows < B)
+        partial = samples * tl.num_programs(1) + tl.program_id(1)
+        tl.store(sq_partial_ptr + partial, sq, mask=samples < B)
+        tl.store(rdt_partial_ptr + partial, rdt, mask=samples < B)
 
 
 @triton.jit
-def _finish_loss(loss_ptr, scale_ptr, dt_ptr, row_weight_ptr, rows, row_mask, sq, rdt, D, huber_c,
-                 PSEUDO_HUBER: tl.constexpr):
-    """Stores the per-sample loss, scale and dloss/dt from the float64 sums sq = sum r^2 and
-    rdt = sum r dr/dt (LossOutputs of csrc/bezier_common.h): mse: loss = sq / D, scale = 2 / D;
-    pseudo-Huber: root = sqrt(sq + c^2), loss = root - c, scale = 1 / root; then scale is multiplied
-    by the sample's row weight m_b and dloss/dt = scale * rdt."""
-    if PSEUDO_HUBER:
-        root = tl.sqrt(sq + huber_c * huber_c)
-        loss = root - huber_c
-        scale = 1.0 / root
-    else:
-        loss = sq / D
-        scale = tl.full(sq.shape, 2.0, tl.float64) / D
-    scale = scale * tl.load(row_weight_ptr + rows, mask=row_mask, other=0.0)
-    tl.store(loss_ptr + rows, loss.to(loss_ptr.dtype.element_ty), mask=row_mask)
-    tl.store(scale_ptr + rows, scale.to(scale_ptr.dtype.element_ty), mask=row_mask)
-    tl.store(dt_ptr + rows, (scale * rdt).to(dt_ptr.dtype.element_ty), mask=row_mask)
-
-
-@triton.jit
-def _loss_finish_kernel(sq_partial_ptr, rdt_partial_ptr, loss_ptr, scale_ptr, dt_ptr, row_weight_ptr, B, D,
-                        num_partials, huber_c: tl.float64, PSEUDO_HUBER: tl.constexpr, BLOCK_B: tl.constexpr):
+def _loss_finish_kernel(sq_partial_ptr, rdt_partial_ptr, loss_ptr, scale_ptr, dt_ptr, value_ptr, row_mult_ptr,
+                        t_ptr, weight_ptr, B, D, num_partials, t_stride, weight_stride, row_factor: tl.float64,
+                        loss_factor: tl.float64, huber_c: tl.float64, VELOCITY: tl.constexpr,
+                        PSEUDO_HUBER: tl.constexpr, HAS_WEIGHT: tl.constexpr, GRADIENT: tl.constexpr,
+                        T_GRAD: tl.constexpr, VALUE: tl.constexpr, BLOCK_B: tl.constexpr):
     """The per-sample results of _loss_fwd_kernel's partial sums [B, num_partials], added in a fixed
-    order (reproducible, no atomics)."""
+    order (reproducible, no atomics); with GRADIENT and PSEUDO_HUBER also row_mult_b = scale_b pf_b,
+    the factor _scale_rows_kernel applies to r afterwards."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_mask = rows < B
     sq = tl.zeros([BLOCK_B], tl.float64)
@@ -372,7 +418,37 @@ def _loss_finish_kernel(sq_partial_ptr, rdt_partial_ptr, loss_ptr, scale_ptr, dt
     for j in range(0, num_partials):
         sq += tl.load(sq_partial_ptr + rows * num_partials + j, mask=row_mask, other=0.0)
         rdt += tl.load(rdt_partial_ptr + rows * num_partials + j, mask=row_mask, other=0.0)
-    _finish_loss(loss_ptr, scale_ptr, dt_ptr, row_weight_ptr, rows, row_mask, sq, rdt, D, huber_c, PSEUDO_HUBER)
+    t = _load_times(t_ptr, t_stride, rows, row_mask)
+    m, pf = _row_factors(t, weight_ptr, weight_stride, rows, row_mask, row_factor, HAS_WEIGHT, VELOCITY)
+    scale = _finish_samples(loss_ptr, scale_ptr, dt_ptr, value_ptr, rows, row_mask, sq, rdt, m, D, huber_c,
+                            loss_factor, PSEUDO_HUBER, T_GRAD, VALUE)
+    if GRADIENT and PSEUDO_HUBER:
+        tl.store(row_mult_ptr + rows, (scale * pf).to(row_mult_ptr.dtype.element_ty), mask=row_mask)
+
+
+@triton.jit
+def _scale_rows_kernel(out_ptr, row_mult_ptr, B, D, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+    """out[b, d] *= row_mult[b] for out [B, D] contiguous (grid and tiles as the main kernels)."""
+    rows = (tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B))[:, None]
+    row_mask = rows < B
+    f = tl.load(row_mult_ptr + rows, mask=row_mask, other=0.0)
+    for start in range(tl.program_id(1) * BLOCK_D, D, tl.num_programs(1) * BLOCK_D):
+        cols = tl.multiple_of(start, BLOCK_D) + tl.arange(0, BLOCK_D)[None, :]
+        mask = row_mask & (cols < D)
+        x = tl.load(out_ptr + rows * D + cols, mask=mask, other=0.0).to(f.dtype)
+        tl.store(out_ptr + rows * D + cols, (f * x).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _sum_kernel(partial_ptr, value_ptr, count, BLOCK: tl.constexpr):
+    """value = sum of partial[0 .. count) (float64, one program, a fixed order), in value's dtype.
+    (A per-program sum inside the loss kernel would save this launch, but its cross-thread reduction
+    made ptxas spill registers in the [16, 64] tiles.)"""
+    total = tl.zeros([BLOCK], tl.float64)
+    for start in range(0, count, BLOCK):
+        offsets = start + tl.arange(0, BLOCK)
+        total += tl.load(partial_ptr + offsets, mask=offsets < count, other=0.0)
+    tl.store(value_ptr, tl.sum(total, axis=0).to(value_ptr.dtype.element_ty))
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -490,12 +566,64 @@ def triton_path_bwd(grads: list[Tensor], x0: Tensor, x1: Tensor, guides: Optiona
     return gx0, gx1, gguides, gt
 
 
+def _check_pred(pred: Tensor, x0: Tensor) -> None:
+    D = x0.shape[1]
+    if pred.shape != x0.shape or pred.dtype != x0.dtype or pred.device != x0.device or (D > 1 and pred.stride(1) != 1):
+        raise ValueError(f"pred must be [B, D] = {list(x0.shape)} in x0's dtype with unit feature stride")
+
+
+def _launch_loss(pred: Tensor, x0: Tensor, x1: Tensor, guides: Optional[Tensor], t: Tensor, weight: Optional[Tensor],
+                 out_scale: Optional[Tensor], outputs: tuple, target: str, loss: str, huber_c: float, *,
+                 row_factor: float, loss_factor: float, gradient: bool, t_grad: bool, reduce: int,
+                 value: Optional[Tensor]) -> None:
+    """Fills outputs = (loss [B], out [B, D], scale [B], dt [B] or [0]) and, for reduce 1 ([B]) or 2
+    ([]), value: _loss_fwd_kernel, then for samples spanning several programs _loss_finish_kernel
+    (and _scale_rows_kernel for pseudo-Huber's dL/dpred), then for reduce 2 _sum_kernel."""
+    B, D, degree = _check_points(x0, x1, guides, t)
+    per_sample, out, scale, dt = outputs
+    block_b, block_d, sample_programs, feature_programs = _grid(B, D)
+    if sample_programs == 0:
+        return
+    finish = feature_programs == 1  # one program sees all of a sample's features: no partials
+    sq_partial, rdt_partial = (torch.empty((B, 0 if finish else feature_programs), dtype=torch.float64,
+                                           device=x0.device) for _ in range(2))
+    # reduce 2: each sample's term m_b l_b of the sum, float64, added in a fixed order by _sum_kernel
+    sums = torch.empty((B,), dtype=torch.float64, device=x0.device) if reduce == 2 else None
+    velocity, pseudo_huber = target == "velocity", loss == "pseudo_huber"
+    flags = dict(VELOCITY=velocity, PSEUDO_HUBER=pseudo_huber, HAS_WEIGHT=weight is not None, GRADIENT=gradient,
+                 T_GRAD=t_grad, VALUE=reduce > 0)
+    # unused pointers: tensors the kernels only read
+    weight_ = t if weight is None else weight
+    value_ = sums if sums is not None else value if reduce else t
+    dt_ = dt if t_grad else t
+    weight_stride = 0 if weight is None else weight.stride(0)
+    with _device(x0):
+        if feature_programs > 0:
+            x0_, x1_, guides_, *strides = _point_args(x0, x1, guides, degree)
+            wrap_triton(_loss_fwd_kernel)[(sample_programs, feature_programs)](
+                pred, x0_, x1_, guides_, t, weight_, t if out_scale is None else out_scale, out,
+                sq_partial, rdt_partial, per_sample, scale, dt_, value_, B, D, degree, _power_bits(degree),
+                pred.stride(0), *strides, t.stride(0), weight_stride, float(row_factor), float(loss_factor),
+                float(huber_c), FINISH=finish, HAS_OUT_SCALE=out_scale is not None, **flags,
+                ACC=_TRITON_DTYPE[compute_dtype(x0.dtype)], BLOCK_B=block_b, BLOCK_D=block_d, num_warps=_NUM_WARPS)
+        if not finish:
+            row_mult = torch.empty((B if gradient and pseudo_huber else 0,), dtype=scale.dtype, device=x0.device)
+            wrap_triton(_loss_finish_kernel)[(triton.cdiv(B, _FINISH_BLOCK),)](
+                sq_partial, rdt_partial, per_sample, scale, dt_, value_, row_mult if gradient and pseudo_huber else t,
+                t, weight_, B, D, feature_programs, t.stride(0), weight_stride, float(row_factor), float(loss_factor),
+                float(huber_c), **flags, BLOCK_B=_FINISH_BLOCK, num_warps=_NUM_WARPS)
+            if gradient and pseudo_huber and feature_programs > 0:
+                wrap_triton(_scale_rows_kernel)[(sample_programs, feature_programs)](
+                    out, row_mult, B, D, BLOCK_B=block_b, BLOCK_D=block_d, num_warps=_NUM_WARPS)
+        if sums is not None:
+            wrap_triton(_sum_kernel)[(1,)](sums, value, sums.shape[0], BLOCK=_FINISH_BLOCK, num_warps=_NUM_WARPS)
+
+
 def triton_loss_fwd(pred: Tensor, x0: Tensor, x1: Tensor, guides: Optional[Tensor], t: Tensor, row_weight: Tensor,
                     out_scale: Optional[Tensor], target: str, loss: str,
                     huber_c: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    B, D, degree = _check_points(x0, x1, guides, t)
-    if pred.shape != x0.shape or pred.dtype != x0.dtype or (D > 1 and pred.stride(1) != 1):
-        raise ValueError(f"pred must be [B, D] = {list(x0.shape)} in x0's dtype with unit feature stride")
+    B, D, _ = _check_points(x0, x1, guides, t)
+    _check_pred(pred, x0)
     if target not in _validate.TARGETS or loss not in _validate.LOSSES:
         raise ValueError(f"target must be one of {_validate.TARGETS} and loss one of {_validate.LOSSES}, "
                          f"got {target!r}, {loss!r}")
@@ -506,28 +634,41 @@ def triton_loss_fwd(pred: Tensor, x0: Tensor, x1: Tensor, guides: Optional[Tenso
     acc = compute_dtype(x0.dtype)
     resid = torch.empty((B, D), dtype=x0.dtype, device=x0.device)
     per_sample = [torch.empty((B,), dtype=acc, device=x0.device) for _ in range(3)]  # loss, scale, dloss/dt
-    block_b, block_d, sample_programs, feature_programs = _grid(B, D)
-    if sample_programs == 0:
-        return per_sample[0], resid, per_sample[1], per_sample[2]
-    finish = feature_programs == 1  # one program sees all of a sample's features: no partials
-    sq_partial, rdt_partial = (torch.empty((B, 0 if finish else feature_programs), dtype=torch.float64,
-                                           device=x0.device) for _ in range(2))
-    velocity, pseudo_huber = target == "velocity", loss == "pseudo_huber"
-    with _device(x0):
-        if feature_programs > 0:
-            x0_, x1_, guides_, *strides = _point_args(x0, x1, guides, degree)
-            wrap_triton(_loss_fwd_kernel)[(sample_programs, feature_programs)](
-                pred, x0_, x1_, guides_, t, row_weight, row_weight if out_scale is None else out_scale,
-                resid, sq_partial, rdt_partial, *per_sample, B, D, degree, pred.stride(0), *strides, t.stride(0),
-                _power_bits(degree), float(huber_c),
-                VELOCITY=velocity, FINISH=finish, PSEUDO_HUBER=pseudo_huber, HAS_OUT_SCALE=out_scale is not None,
-                ACC=_TRITON_DTYPE[acc],
-                BLOCK_B=block_b, BLOCK_D=block_d, num_warps=_NUM_WARPS)
-        if not finish:
-            wrap_triton(_loss_finish_kernel)[(triton.cdiv(B, _FINISH_BLOCK),)](
-                sq_partial, rdt_partial, *per_sample, row_weight, B, D, feature_programs, float(huber_c),
-                PSEUDO_HUBER=pseudo_huber, BLOCK_B=_FINISH_BLOCK, num_warps=_NUM_WARPS)
+    _launch_loss(pred, x0, x1, guides, t, row_weight, out_scale, (per_sample[0], resid, per_sample[1], per_sample[2]),
+                 target, loss, huber_c, row_factor=1.0, loss_factor=1.0, gradient=False, t_grad=True, reduce=0,
+                 value=None)
     return per_sample[0], resid, per_sample[1], per_sample[2]
+
+
+def triton_fused_loss(pred: Tensor, x0: Tensor, x1: Tensor, guides: Optional[Tensor], t: Tensor,
+                      weight: Optional[Tensor], target: str, loss: str, huber_c: float, reduction: str, residual: bool,
+                      t_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The whole loss (the schema of bezier_kernels::fused_loss, outputs FusedLossTensors of
+    csrc/bezier_ops.h): m_b, the output's factor, the per-sample results and the reduction in the
+    kernels. Launches: one where one program covers a sample's features (D <= 1024), plus for "mean"
+    and "sum" one for the fixed-order sum of the samples' terms (no atomics: reproducible)."""
+    B, D, _ = _check_points(x0, x1, guides, t)
+    _check_pred(pred, x0)
+    if target not in _validate.TARGETS or loss not in _validate.LOSSES or reduction not in _validate.REDUCTIONS:
+        raise ValueError(f"target, loss and reduction must be one of {_validate.TARGETS}, {_validate.LOSSES}, "
+                         f"{_validate.REDUCTIONS}, got {target!r}, {loss!r}, {reduction!r}")
+    if weight is not None and (weight.shape != (B,) or not weight.is_floating_point() or weight.device != x0.device):
+        raise ValueError(f"weight must be a floating [B] = [{B}] tensor on x0's device")
+    acc = compute_dtype(pred.dtype)
+
+    def new(shape, dtype):
+        return torch.empty(shape, dtype=dtype, device=pred.device)
+
+    value = new((B,) if reduction == "none" else (), pred.dtype)
+    outputs = (new((B,), acc), new((B, D), pred.dtype), new((B,), acc), new((B if t_grad else 0,), acc))
+    if B == 0 and reduction != "none":  # the sum of nothing, and its mean (NaN, as torch.mean)
+        value.fill_(float("nan") if reduction == "mean" else 0.0)
+    _launch_loss(pred, x0, x1, guides, t, weight, None, outputs, target, loss, huber_c,
+                 row_factor=1.0 / B if reduction == "mean" and B > 0 else 1.0,
+                 loss_factor=1.0 / B if reduction == "mean" and B > 0 else 1.0, gradient=not residual, t_grad=t_grad,
+                 reduce=1 if reduction == "none" else 2, value=value)
+    weight_grad, out, scale, dt = outputs
+    return value, out, weight_grad, scale, dt
 
 
 # ----------------------------------------------------------------------------- registration
@@ -547,4 +688,5 @@ def _register(fn):
 
 _devices, _reason = _where_it_runs()
 ops.register_kernel_ops("triton", backends.KernelOps(_register(triton_path_fwd), _register(triton_path_bwd),
-                                                     _register(triton_loss_fwd)), _devices, _reason)
+                                                     _register(triton_loss_fwd), _register(triton_fused_loss)),
+                        _devices, _reason)

@@ -46,10 +46,11 @@ def _calls(backend: str, device: str) -> dict:
 # cpp, float32 [B, D]: the op and its outputs' allocations; backward: the engine's seed gradient
 # (ones_like, 4 operators), AccumulateGrad's detach, and for the path the kernel op and its outputs
 CPP_OPERATORS = {"path": 3, "path_fwd_bwd": 11, "loss": 6, "loss_fwd_bwd": 11, "loss_fwd_bwd_huber": 11}
-# kernel launches: Triton (one kernel per op, weights computed inside it; the loss's finish kernel only
-# with several feature programs per sample) and CUDA (weights computed inside every kernel; the loss's
-# row weights and reduction as ATen kernels around it)
-TRITON_LAUNCHES = {"path": 1, "path_fwd_bwd": 2, "loss": 1, "loss_fwd_bwd": 1, "loss_fwd_bwd_huber": 1}
+# kernel launches: Triton (one kernel per op, weights computed inside it; the loss: its kernel, row
+# weights and factors inside, and the fixed-order sum of a "mean"; a finish kernel only with several
+# feature programs per sample) and CUDA (weights computed inside every kernel; the loss's row weights
+# and reduction as ATen kernels around it)
+TRITON_LAUNCHES = {"path": 1, "path_fwd_bwd": 2, "loss": 2, "loss_fwd_bwd": 2, "loss_fwd_bwd_huber": 2}
 CUDA_LAUNCHES = {"path": 1, "path_fwd_bwd": 4, "loss": 8, "loss_fwd_bwd": 12, "loss_fwd_bwd_huber": 14}
 
 

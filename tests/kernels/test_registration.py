@@ -29,27 +29,18 @@ def test_opcheck(fused_backend_device, degree):
         (ops.path_fwd, (x0, x1, g, t, [1])),
         (ops.path_bwd, ([torch.randn_like(x0), torch.randn_like(x0)], x0, x1, g, t, [2, 0], True, True)),
         (ops.path_bwd, ([torch.randn_like(x0)], x0, x1, g, t, [1], False, True)),
-        # loss_fwd is forward-only (distill_loss carries the loss's autograd)
+        # loss_fwd is forward-only (fused_loss is the loss with autograd)
         (ops.loss_fwd, (pred.detach(), x0, x1, g, t, torch.rand_like(t), None, "velocity", "mse", 0.0)),
         (ops.loss_fwd, (pred.detach(), x0, x1, g, t, torch.rand_like(t), torch.rand_like(t), "endpoint",
                         "pseudo_huber", 0.3)),
     ]
     weight = torch.rand(x0.shape[0], dtype=x0.dtype, device=device, requires_grad=True)
-    variants = (("velocity", "mse", "mean", False), ("endpoint", "pseudo_huber", "none", False),
-                ("velocity", "pseudo_huber", "sum", True), ("endpoint", "mse", "mean", True))
-    for target, loss, reduction, residual in variants:
+    for target, loss, reduction, residual, t_grad, wt in (
+            ("velocity", "mse", "mean", False, False, None), ("endpoint", "pseudo_huber", "none", False, True, weight),
+            ("velocity", "pseudo_huber", "sum", True, True, weight), ("endpoint", "mse", "mean", True, False, None)):
         points = (grad_in[0], grad_in[1], gg) if residual else (x0, x1, g)
-        samples.append((torch.ops.bezier_kernels.distill_loss.default,
-                        (pred, *points, grad_in[2], weight, target, loss, 0.2, reduction, residual, backend)))
-    fused = ops.fused_loss
-    if fused is not None:  # the compiled backends' whole-loss op, autograd in C++
-        w = weight.detach().requires_grad_(True)
-        for target, loss, reduction, residual, t_grad, wt in (
-                ("velocity", "mse", "mean", False, False, None), ("endpoint", "pseudo_huber", "none", False, True, w),
-                ("velocity", "pseudo_huber", "sum", True, True, w), ("endpoint", "mse", "mean", True, False, None)):
-            points = (grad_in[0], grad_in[1], gg) if residual else (x0, x1, g)
-            samples.append((fused, (pred, *points, grad_in[2] if t_grad else t, wt, target, loss, 0.2, reduction,
-                                    residual, t_grad)))
+        samples.append((ops.fused_loss, (pred, *points, grad_in[2] if t_grad else t, wt, target, loss, 0.2,
+                                         reduction, residual, t_grad)))
     for op, args in samples:
         torch.library.opcheck(op, args)
 

@@ -122,7 +122,7 @@ from torch._library.triton import get_triton_kernels_for_op
 info = bk.available_backends()["triton"]
 assert not info.available and "TRITON_INTERPRET=1" in info.reason, info
 fakes = {"triton_path_fwd": ops._path_fwd_fake, "triton_path_bwd": ops._path_bwd_fake,
-         "triton_loss_fwd": ops._loss_fwd_fake}
+         "triton_loss_fwd": ops._loss_fwd_fake, "triton_fused_loss": ops._fused_loss_fake}
 found = set()
 for name, fake in fakes.items():
     assert OPDEFS["bezier_kernels::" + name]._abstract_fn is fake, name
@@ -159,7 +159,8 @@ except Exception as error:
     run = subprocess.run([sys.executable, "-c", code], env=_compiled_triton_env(), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]
     lines = {line.split()[0]: line.split()[1:] for line in run.stdout.splitlines()}
-    assert lines["found"] == ["_loss_finish_kernel", "_loss_fwd_kernel", "_path_bwd_kernel", "_path_fwd_kernel"]
+    assert lines["found"] == ["_loss_finish_kernel", "_loss_fwd_kernel", "_path_bwd_kernel", "_path_fwd_kernel",
+                              "_scale_rows_kernel", "_sum_kernel"]
     assert lines["traced"] == ["True", "_path_fwd_kernel", "_loss_fwd_kernel", "_loss_finish_kernel",
                                "_path_bwd_kernel"]
 
@@ -174,10 +175,10 @@ def test_kernels_compile_for_a_gpu():
     assert run.returncode == 0, run.stderr[-4000:]
     records = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     assert {r["kernel"] for r in records} == {"_path_fwd_kernel", "_path_bwd_kernel", "_loss_fwd_kernel",
-                                              "_loss_finish_kernel"}
+                                              "_loss_finish_kernel", "_scale_rows_kernel", "_sum_kernel"}
     for r in records:
         assert r["spill_bytes"] == 0, r
-        if r["case"] == "float32-contiguous" and r["kernel"] != "_loss_finish_kernel":
+        if r["case"] == "float32-contiguous" and r["kernel"] not in ("_loss_finish_kernel", "_sum_kernel"):
             assert r["v4_stores"] > 0 or r["constexprs"].get("POINTS_GRAD") == "False", r
             assert r["v4_loads"] > 0, r
 

@@ -88,10 +88,12 @@ class CompileInsteadOfLaunch:
 # (contiguous float32, strides divisible by 16), half precision with odd D and several samples
 # per program, float64 at the highest degree, and the straight line with two features.
 CASES = [
-    ("float32-contiguous", torch.float32, 64, 4096, 3, [0, 1], ("fwd", "bwd", "bwd_points", "bwd_t", "loss_velocity")),
-    ("bfloat16-odd", torch.bfloat16, 6, 37, 5, [0, 1, 2], ("fwd", "bwd", "loss_endpoint")),
+    ("float32-contiguous", torch.float32, 64, 4096, 3, [0, 1],
+     ("fwd", "bwd", "bwd_points", "bwd_t", "loss_velocity", "fused_mse", "fused_huber")),
+    ("bfloat16-odd", torch.bfloat16, 6, 37, 5, [0, 1, 2], ("fwd", "bwd", "loss_endpoint", "fused_mse", "fused_huber",
+                                                            "fused_residual")),
     ("float64-degree64", torch.float64, 3, 1029, 64, [2], ("fwd", "bwd")),
-    ("float16-line", torch.float16, 300, 2, 1, [1, 0], ("fwd", "bwd", "loss_velocity")),
+    ("float16-line", torch.float16, 300, 2, 1, [1, 0], ("fwd", "bwd", "loss_velocity", "fused_mse")),
 ]
 case_name = ""
 
@@ -100,7 +102,8 @@ def main() -> None:
     global case_name
     triton_ops.wrap_triton = CompileInsteadOfLaunch
     torch.manual_seed(0)
-    for _case_name, dtype, batch, features, degree, orders, launches in CASES:
+    for name, dtype, batch, features, degree, orders, launches in CASES:
+        case_name = name  # the records name their case
         points = torch.randn(batch, degree + 1, features).to(dtype)
         x0, x1, guides = points[:, 0], points[:, degree], points[:, 1:degree] if degree > 1 else None
         t, pred = torch.rand(batch).to(dtype), torch.randn(batch, features).to(dtype)
@@ -115,6 +118,13 @@ def main() -> None:
                                                                 "velocity", "mse", 0.0),
             "loss_endpoint": lambda: triton_ops.triton_loss_fwd(pred, x0, x1, guides, t, factors, None,
                                                                 "endpoint", "pseudo_huber", 0.1),
+            # the whole loss: dL/dpred written (mse, and pseudo-Huber once the row is summed), or r
+            "fused_mse": lambda: triton_ops.triton_fused_loss(pred, x0, x1, guides, t, None, "velocity", "mse", 0.0,
+                                                              "mean", False, False),
+            "fused_huber": lambda: triton_ops.triton_fused_loss(pred, x0, x1, guides, t, factors.float(), "endpoint",
+                                                                "pseudo_huber", 0.1, "none", False, True),
+            "fused_residual": lambda: triton_ops.triton_fused_loss(pred, x0, x1, guides, t, None, "velocity",
+                                                                   "pseudo_huber", 0.1, "sum", True, True),
         }
         for launch in launches:
             run[launch]()
