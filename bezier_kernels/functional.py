@@ -6,7 +6,10 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from . import _validate, backends, reference
+from . import _extension, _validate, backends, reference
+
+# bezier_distill_loss's fast path into its backend's fused loss (None without the compiled extension)
+_FUSED_LOSS_VALUE = getattr(_extension.EXTENSION, "fused_loss_value", None)
 
 
 def _features_flat(x: Tensor, leading: tuple[int, ...], num_features: int) -> Tensor:
@@ -80,6 +83,10 @@ def bezier_distill_loss(pred: Tensor, x0: Tensor, x1: Tensor, t: Tensor, guides:
                                              huber_c=huber_c, weight=weight, reduction=reduction)
     B, D = shape.batch, shape.num_features
     c = 0.0 if loss != "pseudo_huber" else reference.default_huber_c(D) if huber_c is None else float(huber_c)
+    if _FUSED_LOSS_VALUE is not None and not torch.compiler.is_compiling():  # (Dynamo cannot trace into it)
+        value = _FUSED_LOSS_VALUE(name, pred, x0, x1, guides, t, weight, target, loss, c, reduction)
+        if value is not None:  # the tensors were flat already: the same op call as below
+            return value
     g = None if guides is None else _features_flat(guides, (B, shape.degree - 1), D)
     # the kernel writes dL/dpred, unless gradients must reach the control points (then it keeps r)
     grad = torch.is_grad_enabled()

@@ -204,3 +204,65 @@ def test_the_compiled_fast_path_gives_the_python_checks_shape(changes):
 
 class _Subclass(torch.Tensor):
     pass
+
+
+# ---------------------------------------------------------------- the compiled fast path of the loss call
+
+@pytest.mark.parametrize("layout", ["flat", "strided-x0", "features-2x5", "column-pred"])
+@pytest.mark.parametrize("needs", ["pred", "pred+t+weight", "points"])
+def test_the_loss_fast_path_is_the_op_call(fused_backend_device, layout, needs):
+    """bezier_distill_loss calls its backend's fused loss through the extension's fused_loss_value when
+    every tensor is flat already (else it returns None and the wrapper reshapes): the same value and
+    gradients as calling the op from Python, residual and t_grad decided from requires_grad alike."""
+    from bezier_kernels import backends, functional
+
+    backend, device = fused_backend_device
+    if functional._FUSED_LOSS_VALUE is None:
+        pytest.skip("the C++ extension is not built (pip install --no-build-isolation -e .)")
+    gen = torch.Generator().manual_seed(1)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(device)
+
+    shape = (6, 2, 5) if layout == "features-2x5" else (6, 10)
+    x0, x1, pred, guides = randn(*shape), randn(*shape), randn(*shape), randn(6, 2, *shape[1:])
+    if layout == "strided-x0":
+        x0 = randn(6, 20)[:, ::2]
+    if layout == "column-pred":
+        pred = randn(10, 6).T
+    t, weight = torch.rand(6, generator=gen, dtype=torch.float64).to(device), randn(6).abs()
+    grads = {"pred": (pred,), "pred+t+weight": (pred, t, weight), "points": (pred, x0, guides)}[needs]
+    results = []
+    for route in ("fast", "op"):
+        leaves = {id(x): x.detach().clone().requires_grad_(True) for x in grads}
+        p, a, b, g, tt, w = (leaves.get(id(x), x) for x in (pred, x0, x1, guides, t, weight))
+        args = (backend, p, a, b, g, tt, w, "endpoint", "pseudo_huber", 0.3, "sum")
+        flat = all(x.dim() == (3 if x is g else 2) and x.stride(-1) == 1 for x in (p, a, b, g))
+        if route == "fast":
+            value = functional._FUSED_LOSS_VALUE(*args)
+            if not flat:
+                assert value is None
+                return
+        else:
+            residual = any(x.requires_grad for x in (a, b, g))
+            value = backends.kernel_ops(backend).fused_loss(p, a, b, g, tt, w, *args[7:], residual,
+                                                             tt.requires_grad)[0]
+        results.append((value.detach(), torch.autograd.grad(value, list(leaves.values()))))
+    (fast, fast_grads), (op, op_grads) = results
+    assert torch.equal(fast, op)
+    for a, b in zip(fast_grads, op_grads):
+        assert torch.equal(a, b)
+
+
+def test_the_loss_fast_path_declines_what_it_cannot_take():
+    from bezier_kernels import functional
+
+    if functional._FUSED_LOSS_VALUE is None:
+        pytest.skip("the C++ extension is not built (pip install --no-build-isolation -e .)")
+    x = torch.randn(4, 3)
+    t = torch.rand(4)
+    assert functional._FUSED_LOSS_VALUE("fortran", x, x, x, None, t, None, "velocity", "mse", 0.0, "mean") is None
+    sub = torch.randn(4, 3).as_subclass(_Subclass)
+    assert functional._FUSED_LOSS_VALUE("cpp", sub, x, x, None, t, None, "velocity", "mse", 0.0, "mean") is None
+    value = functional._FUSED_LOSS_VALUE("cpp", x, x, x, None, t, None, "velocity", "mse", 0.0, "mean")
+    torch.testing.assert_close(value, bk.bezier_distill_loss(x, x, x, t, backend="torch"))
