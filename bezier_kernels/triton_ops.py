@@ -337,8 +337,8 @@ def _loss_fwd_kernel(pred_ptr, x0_ptr, x1_ptr, guides_ptr, t_ptr, weight_ptr, ou
                      t_stride, weight_stride, row_factor: tl.float64, loss_factor: tl.float64, huber_c: tl.float64,
                      VELOCITY: tl.constexpr, FINISH: tl.constexpr, PSEUDO_HUBER: tl.constexpr,
                      HAS_WEIGHT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, GRADIENT: tl.constexpr,
-                     T_GRAD: tl.constexpr, VALUE: tl.constexpr,
-                     ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+                     T_GRAD: tl.constexpr, VALUE: tl.constexpr, ORDER: tl.constexpr, NUM_ORDERS: tl.constexpr,
+                     ROW_AFTER: tl.constexpr, ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
     """Fused loss forward (orders: the one the residual needs and, with T_GRAD, its t-derivative's):
         velocity: r = pred - B'(t),               dr/dt = -B''(t)
         endpoint: r = B(t) + (1 - t) pred - x1,   dr/dt = B'(t) - pred
@@ -346,14 +346,14 @@ def _loss_fwd_kernel(pred_ptr, x0_ptr, x1_ptr, guides_ptr, t_ptr, weight_ptr, ou
     scale_b pf_b r (see _finish_samples and _row_factors: mse's factor is known before the pass,
     pseudo-Huber's once the row is summed), else r. Per-sample results: with FINISH (one program,
     one feature block per sample) stored here (_finish_samples), else the program's float64 shares
-    of sum_d r^2 and sum_d r dr/dt in sq_partial / rdt_partial [B, programs on axis 1]."""
+    of sum_d r^2 and sum_d r dr/dt in sq_partial / rdt_partial [B, programs on axis 1].
+    Derived constexprs (the launcher's; Triton 3.x rejects chained boolean operators in kernels):
+    ORDER = 1 (velocity) or 0, NUM_ORDERS = 2 with T_GRAD else 1, ROW_AFTER = FINISH and GRADIENT
+    and PSEUDO_HUBER (dL/dpred stored once the row's sum is known)."""
     rows = (tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B))[:, None]
     row_mask = rows < B
     t = _load_times(t_ptr, t_stride, rows, row_mask)
     one_minus_t = (1.0 - t).to(ACC)
-    ORDER: tl.constexpr = 1 if VELOCITY else 0
-    NUM_ORDERS: tl.constexpr = 2 if T_GRAD else 1
-    ROW_AFTER: tl.constexpr = FINISH and GRADIENT and PSEUDO_HUBER  # dL/dpred stored once the row's sum is known
     if HAS_OUT_SCALE:
         out_mult = tl.load(out_scale_ptr + rows, mask=row_mask, other=0.0).to(ACC)
     elif GRADIENT and not PSEUDO_HUBER:  # (m and pf are read again after the loop: fewer live registers)
@@ -605,6 +605,8 @@ def _launch_loss(pred: Tensor, x0: Tensor, x1: Tensor, guides: Optional[Tensor],
                 sq_partial, rdt_partial, per_sample, scale, dt_, value_, B, D, degree, _power_bits(degree),
                 pred.stride(0), *strides, t.stride(0), weight_stride, float(row_factor), float(loss_factor),
                 float(huber_c), FINISH=finish, HAS_OUT_SCALE=out_scale is not None, **flags,
+                ORDER=1 if velocity else 0, NUM_ORDERS=2 if t_grad else 1,
+                ROW_AFTER=finish and gradient and pseudo_huber,
                 ACC=_TRITON_DTYPE[compute_dtype(x0.dtype)], BLOCK_B=block_b, BLOCK_D=block_d, num_warps=_NUM_WARPS)
         if not finish:
             row_mult = torch.empty((B if gradient and pseudo_huber else 0,), dtype=scale.dtype, device=x0.device)
