@@ -60,6 +60,9 @@ except ImportError as error:  # bezier_kernels/__init__.py records this as the r
     raise ImportError(f"triton is not installed ({error}); pip install 'triton>=3.4'") from error
 
 INTERPRETED = bool(triton.knobs.runtime.interpret)
+if INTERPRETED:  # torch < 2.12's wrap_triton rejects the interpreter's kernels: launch them directly
+    def wrap_triton(kernel):
+        return kernel
 
 # Control-point elements a program reads per point: BLOCK_B * BLOCK_D (4 warps: 8 per thread).
 _TILE = 1024
@@ -347,7 +350,7 @@ def _loss_fwd_kernel(pred_ptr, x0_ptr, x1_ptr, guides_ptr, t_ptr, weight_ptr, ou
     pseudo-Huber's once the row is summed), else r. Per-sample results: with FINISH (one program,
     one feature block per sample) stored here (_finish_samples), else the program's float64 shares
     of sum_d r^2 and sum_d r dr/dt in sq_partial / rdt_partial [B, programs on axis 1].
-    Derived constexprs (the launcher's; Triton 3.x rejects chained boolean operators in kernels):
+    Derived constexprs (the launcher's; Triton 3.0 and 3.1 reject chained boolean operators):
     ORDER = 1 (velocity) or 0, NUM_ORDERS = 2 with T_GRAD else 1, ROW_AFTER = FINISH and GRADIENT
     and PSEUDO_HUBER (dL/dpred stored once the row's sum is known)."""
     rows = (tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B))[:, None]
