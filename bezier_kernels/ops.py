@@ -38,6 +38,11 @@ def _degree(guides: Tensor | None) -> int:
     return 1 if guides is None else guides.shape[1] + 1
 
 
+def _guides_grad(gguides: Tensor, guides: Tensor) -> Tensor:
+    """path_bwd's guides gradient in the guides' shape ([B, 0, D] zeros for given empty guides)."""
+    return gguides if gguides.shape == guides.shape else torch.zeros_like(guides)
+
+
 # ----------------------------------------------------------------------------- fake kernels
 def _path_fwd_fake(x0, x1, guides, t, orders):
     return [x0.new_empty(x0.shape) for _ in orders]
@@ -85,7 +90,8 @@ def _make_path_autograd(path_bwd):
         gx0, gx1, gguides, gt = path_bwd([g for _, g in used], x0, x1, guides, t, [k for k, _ in used],
                                          points_grad, need[3])
         return (gx0 if need[0] else None, gx1 if need[1] else None,
-                gguides if guides is not None and need[2] else None, gt if need[3] else None, None)
+                _guides_grad(gguides, guides) if guides is not None and need[2] else None,
+                gt if need[3] else None, None)
 
     return setup_context, backward
 
@@ -152,7 +158,7 @@ def _make_fused_loss_autograd(path_bwd):
                                             [1 if ctx.velocity else 0], True, False)
             grads[1] = gx0 if need[1] else None
             grads[2] = (gx1 if ctx.velocity else gx1 - sr) if need[2] else None
-            grads[3] = gguides if need[3] and guides is not None else None
+            grads[3] = _guides_grad(gguides, guides) if need[3] and guides is not None else None
         return tuple(grads)
 
     return setup_context, backward

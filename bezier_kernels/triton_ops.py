@@ -1,21 +1,26 @@
 """The "triton" backend: Triton kernels, their launchers and their registration as custom ops.
 
 Ops (the schemas of csrc/bezier_ops.cpp; fake kernels and autograd are the shared ones of
-bezier_kernels.ops): bezier_kernels::triton_path_fwd, triton_path_bwd, triton_loss_fwd.
+bezier_kernels.ops): bezier_kernels::triton_path_fwd, triton_path_bwd, triton_loss_fwd,
+triton_fused_loss.
 Features are flattened to D with unit stride by the caller; batch and point strides are free
 (guides may be a view of a stacked [B, n+1, D] tensor), and every offset is 64-bit.
 
 Kernels (each program owns BLOCK_B samples and walks its feature blocks; degree is a runtime
-loop bound; one launch per op call, two for a loss whose samples span several programs):
+loop bound). Launches: one per path op; a loss is its kernel, plus for "mean" and "sum" the sum
+kernel, plus where a sample spans several programs (D > 1024) the finish kernel and, for
+pseudo-Huber's dL/dpred, the row-scale kernel: 1 to 4.
     _path_fwd_kernel           every requested order in one pass over the control points
     _path_bwd_kernel           dL/dP_i = sum_k w_k[i] g_k, and per-program partial sums of
                                sum_k g_k * B^(k+1) for dL/dt (orders up to 3; dL/dt itself when
                                one program covers a sample's features)
-    _loss_fwd_kernel           residual r (written once: it is the saved gradient direction) and
-                               per-program partial sums of r^2 and r dr/dt, or, when one program
-                               covers a sample's features (D <= 1024), the per-sample results
+    _loss_fwd_kernel           dL/dpred (or r, or out_scale r) written once, and per-program partial
+                               sums of r^2 and r dr/dt, or, when one program covers a sample's
+                               features (D <= 1024), the per-sample results and terms of the sum
     _loss_finish_kernel        otherwise adds each sample's partials in a fixed order
                                (deterministic, no atomics): per-sample loss, scale, dloss/dt
+    _scale_rows_kernel         then pseudo-Huber's dL/dpred = (scale_b dr/dpred) r, row by row
+    _sum_kernel                the fixed-order sum of the samples' terms of a "mean" or "sum"
 
 Weights: the same maths as csrc/bezier_common.h and reference.bernstein_weights (float64
 C(m,l) t^l (1-t)^(m-l) with m = n - k, k differences, times n!/(n-k)!; exact at t = 0 and 1),
@@ -30,8 +35,10 @@ next power of two of D capped at _TILE with BLOCK_B = _TILE // BLOCK_D capped at
 (11 shapes), and per dtype at most
     path_fwd   11 tiles x 7 sets of orders                                  = 77
     path_bwd   11 tiles x 7 sets of orders x 3 (points, t, both)            = 231
-    loss_fwd   2 targets x (11 tiles x 2 losses finishing in-kernel + 1 tile with partials) = 46
-    finish     2 losses
+    loss_fwd   2 targets x 2 losses x (11 tiles finishing in-kernel + 1 tile with partials), times
+               the flags of the call (weight, out_scale, dL/dpred or r, dt, value): the op's
+               (loss_fwd) and the whole loss's (fused_loss) few combinations in practice
+    finish     2 targets x 2 losses x the same flags;  row scale 11 tiles;  sum 1
 compiled on first use only, times Triton's own specialisation of integer arguments divisible by
 16. Block sizes are documented constants, not autotuned: the per-sample sums depend on BLOCK_D,
 and a fixed choice keeps results reproducible run to run.
@@ -651,7 +658,8 @@ def triton_fused_loss(pred: Tensor, x0: Tensor, x1: Tensor, guides: Optional[Ten
     """The whole loss (the schema of bezier_kernels::fused_loss, outputs FusedLossTensors of
     csrc/bezier_ops.h): m_b, the output's factor, the per-sample results and the reduction in the
     kernels. Launches: one where one program covers a sample's features (D <= 1024), plus for "mean"
-    and "sum" one for the fixed-order sum of the samples' terms (no atomics: reproducible)."""
+    and "sum" one for the fixed-order sum of the samples' terms (no atomics: reproducible); with
+    D > 1024 also the finish kernel and, for pseudo-Huber's dL/dpred, the row-scale kernel."""
     B, D, _ = _check_points(x0, x1, guides, t)
     _check_pred(pred, x0)
     if target not in _validate.TARGETS or loss not in _validate.LOSSES or reduction not in _validate.REDUCTIONS:

@@ -51,6 +51,12 @@ const c10::TypedOperatorHandle<FusedLoss>& fused_loss_op() {
 
 std::optional<Tensor> maybe(const Tensor& x) { return x.defined() ? std::optional<Tensor>(x) : std::nullopt; }
 
+// path_bwd's guides gradient in the guides' own shape: [B, 0, D] zeros for degree-1 paths given
+// empty guides (path_bwd returns [0] there).
+Tensor guides_grad(const Tensor& gguides, const Tensor& guides) {
+  return gguides.sizes() == guides.sizes() ? gguides : at::zeros_like(guides);
+}
+
 // A dense CPU tensor outside any tracing, dispatch mode or functorch transform: safe to read in place.
 bool plain_cpu(const Tensor& x) {
   const c10::DispatchKeySet wrapped({c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot,
@@ -103,7 +109,7 @@ struct PathFunction : public torch::autograd::Function<PathFunction> {
                                                       need_x0 || need_x1 || need_guides, need_t);
     if (need_x0) out[1] = gx0;
     if (need_x1) out[2] = gx1;
-    if (need_guides) out[3] = gguides;
+    if (need_guides) out[3] = guides_grad(gguides, *guides);
     if (need_t) out[4] = gt;
     return out;
   }
@@ -177,7 +183,7 @@ struct LossFunction : public torch::autograd::Function<LossFunction> {
       auto [gx0, gx1, gguides, gt] = path_bwd_op().call(g, x0, x1, guides, t, order, true, false);
       if (need_x0) out[2] = gx0;
       if (need_x1) out[3] = velocity ? gx1 : gx1 - sr;
-      if (need_guides) out[4] = gguides;
+      if (need_guides) out[4] = guides_grad(gguides, *guides);
     }
     return out;
   }

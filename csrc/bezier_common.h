@@ -144,9 +144,10 @@ BZ_HD LossSample finish_loss(Loss loss, int64_t D, double huber_c, double sq, do
 }
 
 // The fused loss's per-sample outputs ([B] each, in the accumulation type Acc) and how a
-// sample's sums fill them. row_weight (null: all 1) holds m_b, the factor of sample b in the
-// reduced loss (its weight, divided by B for a mean): loss gets the unweighted l_b, scale and dt
-// the derivatives of m_b l_b (dL/dr_bd = scale_b r_bd, dL/dt_b = dt_b). dt may be null (not asked for).
+// sample's sums fill them. m_b = row_weight[b] * row_factor (row_weight null: all 1) is the factor
+// of sample b in the reduced loss (e.g. its weight, with row_factor = 1 / B for a mean): loss gets
+// the unweighted l_b, scale and dt the derivatives of m_b l_b (dL/dr_bd = scale_b r_bd,
+// dL/dt_b = dt_b). dt may be null (not asked for).
 template <typename Acc>
 struct LossOutputs {
   Loss kind;
@@ -155,7 +156,7 @@ struct LossOutputs {
   Acc* scale;
   Acc* dt;
   const double* row_weight;
-  double row_factor = 1.0;  // times every m_b (1 / B for a mean when row_weight is null)
+  double row_factor = 1.0;  // times every row_weight (e.g. 1 / B for a mean)
 
   // m_b, sample b's factor in the reduced loss.
   BZ_HD double weight(int64_t b) const { return (row_weight ? row_weight[b] : 1.0) * row_factor; }

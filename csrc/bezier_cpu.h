@@ -414,11 +414,11 @@ void reduce_tile_partials(const double* partial, int64_t B, int64_t D, double* o
 }
 
 // The fused loss's finish inside loss_forward (fused_loss): the per-sample outputs to fill and
-// whether out gets dL/dpred = m_b scale_b dr/dpred r (gradient) instead of r. With one tile per
-// sample (D <= kTile) loss_forward finishes each sample itself: no partials, no second pass over
-// out (pseudo-Huber's factor, known only after the row's sum, is applied while the row is in
-// registers or cache). With more tiles it writes partials for loss_finish, and mse's factor
-// m_b (2 / D) dr/dpred, known before the pass, goes into out directly.
+// whether out gets dL/dpred = scale_b dr/dpred r (gradient; scale_b includes m_b) instead of r.
+// With one tile per sample (D <= kTile) loss_forward finishes each sample itself: no partials, no
+// second pass over out (pseudo-Huber's factor, known only after the row's sum, is applied while
+// the row is in registers or cache). With more tiles it writes partials for loss_finish, and
+// mse's factor m_b (2 / D) dr/dpred, known before the pass, goes into out directly.
 template <typename Acc>
 struct LossFinish {
   LossOutputs<Acc> outputs;

@@ -2,6 +2,7 @@
 // CUDA kernels when built with them); build_info() reports how the extension was built;
 // call_shape() is the fast path of the Python input checks (bezier_kernels/_validate.py) and
 // fused_loss_value() the fast path of bezier_distill_loss's call of its backend's fused loss.
+#include <ATen/PythonTorchFunctionTLS.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/python_variable.h>
@@ -87,8 +88,9 @@ bool unit_features(const at::Tensor& x) { return x.size(-1) <= 1 || x.stride(-1)
 // tensor is already flat (pred, x0, x1 [B, D] and guides [B, n-1, D], unit feature stride; else None,
 // and the caller reshapes): residual and t_grad from the grad mode and requires_grad as in
 // bezier_kernels/functional.py, the op called through the dispatcher (autograd, dispatch modes and
-// functorch as for any op call), and only the value handed back to Python: no argument parsing
-// against the schema, no Python objects for the other four outputs.
+// functorch as for any op call; None under a TorchFunctionMode, which only a Python call reaches),
+// and only the value handed back to Python: no argument parsing against the schema, no Python
+// objects for the other four outputs.
 py::object fused_loss_value(const std::string& backend, py::handle pred_h, py::handle x0_h, py::handle x1_h,
                             py::handle guides_h, py::handle t_h, py::handle weight_h, const std::string& target,
                             const std::string& loss, double huber_c, const std::string& reduction) {
@@ -98,7 +100,9 @@ py::object fused_loss_value(const std::string& backend, py::handle pred_h, py::h
   const at::Tensor* t = exact_tensor(t_h);
   const at::Tensor* guides = guides_h.is_none() ? nullptr : exact_tensor(guides_h);
   const at::Tensor* weight = weight_h.is_none() ? nullptr : exact_tensor(weight_h);
-  if (!pred || !x0 || !x1 || !t || (!guides_h.is_none() && !guides) || (!weight_h.is_none() && !weight))
+  // a TorchFunctionMode would not see an op called from here: such calls take the Python call
+  if (!pred || !x0 || !x1 || !t || (!guides_h.is_none() && !guides) || (!weight_h.is_none() && !weight) ||
+      at::impl::torch_function_mode_enabled())
     return py::none();
   if (x0->dim() != 2 || !unit_features(*x0) || !unit_features(*x1) || !unit_features(*pred) ||
       (guides && (guides->dim() != 3 || (guides->size(1) > 0 && !unit_features(*guides)))))

@@ -312,3 +312,17 @@ def test_gradients_when_only_some_outputs_are_used(backend_device, used):
     ref = torch.autograd.grad(sum(refs[k].sum() * (k + 1) for k in used), leaves64)
     for a, b in zip(got, ref):
         assert rel_err(a, b) <= 1e-12
+
+
+def test_empty_guides_get_a_gradient_of_their_shape(backend_device):
+    """Degree 1 given as empty guides [B, 0, D] that need gradients: the path's and the loss's backward
+    hand back [B, 0, D] (path_bwd returns [0] for 'no guides'), as the reference does."""
+    backend, device = backend_device
+    x0, x1, _, t = make_path(4, (3,), 1, torch.float64, device, t_dtype=torch.float64)
+    empty = torch.zeros(4, 0, 3, dtype=torch.float64, device=device, requires_grad=True)
+    pred = torch.randn(4, 3, dtype=torch.float64, device=device)
+    (pos,) = bk.bezier(x0, x1, t, empty, orders=(0,), backend=backend)
+    (g_path,) = torch.autograd.grad(pos.sum(), [empty])
+    loss = bk.bezier_distill_loss(pred, x0, x1, t, empty, backend=backend)
+    (g_loss,) = torch.autograd.grad(loss, [empty])
+    assert g_path.shape == g_loss.shape == (4, 0, 3)

@@ -266,3 +266,26 @@ def test_the_loss_fast_path_declines_what_it_cannot_take():
     assert functional._FUSED_LOSS_VALUE("cpp", sub, x, x, None, t, None, "velocity", "mse", 0.0, "mean") is None
     value = functional._FUSED_LOSS_VALUE("cpp", x, x, x, None, t, None, "velocity", "mse", 0.0, "mean")
     torch.testing.assert_close(value, bk.bezier_distill_loss(x, x, x, t, backend="torch"))
+
+
+def test_the_loss_fast_path_leaves_function_modes_to_the_python_call():
+    """Under a TorchFunctionMode the loss goes through the Python op call, which the mode sees."""
+    from torch.overrides import TorchFunctionMode
+
+    from bezier_kernels import functional
+
+    if functional._FUSED_LOSS_VALUE is None:
+        pytest.skip("the C++ extension is not built (pip install --no-build-isolation -e .)")
+    seen = []
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    x, t = torch.randn(4, 3), torch.rand(4)
+    with Record():
+        assert functional._FUSED_LOSS_VALUE("cpp", x, x, x, None, t, None, "velocity", "mse", 0.0, "mean") is None
+        value = bk.bezier_distill_loss(x, x, x, t, backend="cpp")
+    assert any("fused_loss" in name for name in seen), seen
+    torch.testing.assert_close(value, bk.bezier_distill_loss(x, x, x, t, backend="torch"))
