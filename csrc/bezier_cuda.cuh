@@ -51,15 +51,21 @@ __device__ __forceinline__ ThreadTile thread_tile(const RowTiling& tiling) {
 // One slot of tiling.slot_bytes per tile of the block (dynamic shared memory).
 extern __shared__ double bezier_weight_slots[];
 
+// The float64 scratch at the start of the calling thread's tile slot (kScratchBytes): the weights'
+// working row in stage_weights, free once they are staged.
+__device__ __forceinline__ double* tile_scratch(const RowTiling& tiling) {
+  return reinterpret_cast<double*>(reinterpret_cast<unsigned char*>(bezier_weight_slots) +
+                                   tiling.slot_offset(threadIdx.x));
+}
+
 // The weights of the calling thread's tile: lane 0 computes them (float64, bezier_weights) into
 // the tile's slot while the others wait. Every thread of the block calls this (it synchronises).
 template <typename Acc>
 __device__ __forceinline__ const Acc* stage_weights(const RowTiling& tiling, const ThreadTile& me,
-                                                     const BinomialRows& rows, const OrderList& orders, Times t) {
-  unsigned char* slot = reinterpret_cast<unsigned char*>(bezier_weight_slots) + tiling.slot_offset(threadIdx.x);
-  Acc* w = reinterpret_cast<Acc*>(slot + kScratchBytes);
-  if (me.active && me.lane == 0)
-    tile_weights(rows, orders, t[tiling.sample(me.tile)], reinterpret_cast<double*>(slot), w);
+                                                     const BinomialRows& rows, const OrderList& orders, Column t) {
+  double* scratch = tile_scratch(tiling);
+  Acc* w = reinterpret_cast<Acc*>(reinterpret_cast<unsigned char*>(scratch) + kScratchBytes);
+  if (me.active && me.lane == 0) tile_weights(rows, orders, t[tiling.sample(me.tile)], scratch, w);
   __syncthreads();
   return w;
 }
@@ -86,6 +92,18 @@ __device__ __forceinline__ void group_sum(Acc (&v)[N], int group) {
       for (int other = 1; other < group / 32; ++other) s += warp_sums[j][warp + other];
       v[j] = s;
     }
+}
+
+// Sum of v over the block's threads, in a fixed order (deterministic); valid in thread 0. Every
+// thread of the block calls this (it synchronises).
+__device__ __forceinline__ double block_sum(double v) {
+  __shared__ double warp_totals[kThreads / 32];
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  if (threadIdx.x % 32 == 0) warp_totals[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x == 0)
+    for (int warp = 1; warp < kThreads / 32; ++warp) v += warp_totals[warp];
+  return v;
 }
 
 // ------------------------------------------------------------------------------ host side

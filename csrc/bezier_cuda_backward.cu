@@ -12,9 +12,9 @@ namespace {
 // At least 2 blocks per SM allows 128 registers: ptxas' default target spills the half types.
 template <typename T, int K, int V>
 __global__ void __launch_bounds__(kThreads, 2)
-    path_backward_kernel(const ControlPoints<const T> P, const Times t, const RowTiling tiling,
+    path_backward_kernel(const ControlPoints<const T> P, const Column t, const RowTiling tiling,
                          const BinomialRows rows, const OrderList orders, const RowPointers<const T> grad,
-                         const ControlPoints<T> grad_points, double* t_partial, double* grad_t) {
+                         const ControlPoints<T> grad_points, double* t_partial, const OutColumn grad_t) {
   using Acc = acc_t<T>;
   const ThreadTile me = thread_tile(tiling);
   const Acc* w = stage_weights<Acc>(tiling, me, rows, orders, t);
@@ -26,27 +26,27 @@ __global__ void __launch_bounds__(kThreads, 2)
   group_sum(dt, tiling.group);
   if (me.active && me.lane == 0) {
     if (tiling.tiles_per_row == 1)
-      grad_t[tiling.sample(me.tile)] = static_cast<double>(dt[0]);
+      grad_t.store(tiling.sample(me.tile), static_cast<double>(dt[0]));
     else
       t_partial[me.tile] = static_cast<double>(dt[0]);
   }
 }
 
 __global__ void __launch_bounds__(kThreads)
-    sum_tiles_kernel(const double* partial, int64_t batch, int64_t tiles_per_row, double* out) {
+    sum_tiles_kernel(const double* partial, int64_t batch, int64_t tiles_per_row, const OutColumn out) {
   const int64_t b = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (b < batch) out[b] = sum_tiles(partial, b, tiles_per_row);
+  if (b < batch) out.store(b, sum_tiles(partial, b, tiles_per_row));
 }
 
 }  // namespace
 
 template <typename T>
-cudaError_t path_backward(const ControlPoints<const T>& P, Times t, int64_t B, int64_t D, const int* orders,
-                          int count, const T* const* grad, const ControlPoints<T>* grad_points, double* grad_t,
+cudaError_t path_backward(const ControlPoints<const T>& P, Column t, int64_t B, int64_t D, const int* orders,
+                          int count, const T* const* grad, const ControlPoints<T>* grad_points, OutColumn grad_t,
                           const Workspace& workspace, const Launch& launch) {
   if (count < 1 || count > 3) return cudaErrorInvalidValue;
   const bool points = grad_points != nullptr && D > 0;
-  if (B == 0 || (!points && grad_t == nullptr)) return cudaSuccess;
+  if (B == 0 || (!points && !grad_t)) return cudaSuccess;
   OrderList list;
   if (points)
     for (int j = 0; j < count; ++j) list.push(orders[j]);
@@ -83,8 +83,8 @@ cudaError_t path_backward(const ControlPoints<const T>& P, Times t, int64_t B, i
 }
 
 #define BEZIER_INSTANTIATE(T)                                                                               \
-  template cudaError_t path_backward<T>(const ControlPoints<const T>&, Times, int64_t, int64_t, const int*, \
-                                        int, const T* const*, const ControlPoints<T>*, double*,             \
+  template cudaError_t path_backward<T>(const ControlPoints<const T>&, Column, int64_t, int64_t, const int*, \
+                                        int, const T* const*, const ControlPoints<T>*, OutColumn,          \
                                         const Workspace&, const Launch&);
 BEZIER_FOR_EACH_SCALAR(BEZIER_INSTANTIATE)
 #undef BEZIER_INSTANTIATE

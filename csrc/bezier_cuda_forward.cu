@@ -8,7 +8,7 @@ namespace {
 
 template <typename T, int K, int V>
 __global__ void __launch_bounds__(kThreads)
-    path_forward_kernel(const ControlPoints<const T> P, const Times t, const RowTiling tiling,
+    path_forward_kernel(const ControlPoints<const T> P, const Column t, const RowTiling tiling,
                         const BinomialRows rows, const OrderList orders, const RowPointers<T> out) {
   const ThreadTile me = thread_tile(tiling);
   const acc_t<T>* w = stage_weights<acc_t<T>>(tiling, me, rows, orders, t);
@@ -18,7 +18,7 @@ __global__ void __launch_bounds__(kThreads)
 }  // namespace
 
 template <typename T>
-cudaError_t path_forward(const ControlPoints<const T>& P, Times t, int64_t B, int64_t D, const int* orders,
+cudaError_t path_forward(const ControlPoints<const T>& P, Column t, int64_t B, int64_t D, const int* orders,
                          int count, T* const* out, const Launch& launch) {
   if (count < 1 || count > 3) return cudaErrorInvalidValue;
   if (B == 0 || D == 0) return cudaSuccess;
@@ -42,7 +42,7 @@ cudaError_t path_forward(const ControlPoints<const T>& P, Times t, int64_t B, in
 }
 
 #define BEZIER_INSTANTIATE(T)                                                                              \
-  template cudaError_t path_forward<T>(const ControlPoints<const T>&, Times, int64_t, int64_t, const int*, \
+  template cudaError_t path_forward<T>(const ControlPoints<const T>&, Column, int64_t, int64_t, const int*, \
                                        int, T* const*, const Launch&);
 BEZIER_FOR_EACH_SCALAR(BEZIER_INSTANTIATE)
 #undef BEZIER_INSTANTIATE

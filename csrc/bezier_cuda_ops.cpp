@@ -10,6 +10,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -48,12 +49,12 @@ gpu::Launch current_launch() {
   return {c10::cuda::getCurrentCUDAStream().stream(), multiprocessors};
 }
 
-// t as the kernels read it: float32 or float64 in place when contiguous, else a float64 copy
-// held by `storage`.
-gpu::Times device_times(const at::Tensor& t, at::Tensor& storage) {
-  if (t.scalar_type() == at::kFloat && t.is_contiguous()) return {t.const_data_ptr<float>(), nullptr};
-  storage = t.to(at::kDouble).contiguous();
-  return {nullptr, storage.const_data_ptr<double>()};
+// A [B] tensor (t, the loss's weights) as the kernels read it: float32 or float64 in place, any
+// stride; the half types through a float32 copy held by `storage` (one more kernel).
+gpu::Column device_column(const at::Tensor& v, at::Tensor& storage) {
+  if (v.scalar_type() == at::kDouble) return {nullptr, v.const_data_ptr<double>(), v.stride(0)};
+  const at::Tensor& f = v.scalar_type() == at::kFloat ? v : (storage = v.to(at::kFloat));
+  return {f.const_data_ptr<float>(), nullptr, f.stride(0)};
 }
 
 // Reduction scratch on x0's device, held by `storage` until the op returns (the caching
@@ -74,7 +75,7 @@ std::vector<at::Tensor> path_fwd_cuda(const at::Tensor& x0, const at::Tensor& x1
   std::vector<at::Tensor> out;
   for (size_t k = 0; k < ords.size(); ++k) out.push_back(at::empty({shape.batch, shape.features}, x0.options()));
   at::Tensor t_storage;
-  const gpu::Times times = device_times(t, t_storage);
+  const gpu::Column times = device_column(t, t_storage);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "bezier_path_fwd_cuda", [&] {
     using T = cuda_t<scalar_t>;
     T* out_ptrs[3];
@@ -94,9 +95,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> path_bwd_cuda(
   const std::vector<at::Tensor> g = check_grads(grads, x0, shape, ords.size());
   const c10::cuda::CUDAGuard device_guard(x0.device());
   PointGrads point_grads = empty_point_grads(x0, shape, points_grad);
-  at::Tensor gt = at::empty({t_grad ? shape.batch : 0}, t.options().dtype(at::kDouble));
+  // dL/dt written in t's dtype (float64 for the half types, cast after)
+  const bool t_in_place = t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble;
+  at::Tensor gt = at::empty({t_grad ? shape.batch : 0}, t.options().dtype(t_in_place ? t.scalar_type() : at::kDouble));
+  gpu::OutColumn grad_t;
+  if (t_grad && gt.scalar_type() == at::kFloat) grad_t.f32 = gt.mutable_data_ptr<float>();
+  if (t_grad && gt.scalar_type() == at::kDouble) grad_t.f64 = gt.mutable_data_ptr<double>();
   at::Tensor t_storage, scratch;
-  const gpu::Times times = device_times(t, t_storage);
+  const gpu::Column times = device_column(t, t_storage);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "bezier_path_bwd_cuda", [&] {
     using T = cuda_t<scalar_t>;
     ControlPoints<T> GP{};
@@ -106,9 +112,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> path_bwd_cuda(
     C10_CUDA_CHECK(gpu::path_backward<T>(
         retype<const T>(control_points<scalar_t>(x0, x1, guides, shape.degree)), times, shape.batch, shape.features,
         ords.data(), static_cast<int>(ords.size()), grad_ptrs, points_grad ? &GP : nullptr,
-        t_grad ? gt.mutable_data_ptr<double>() : nullptr, workspace_for(x0, scratch), current_launch()));
+        grad_t, workspace_for(x0, scratch), current_launch()));
   });
-  return {point_grads.x0, point_grads.x1, point_grads.guides, gt.to(t.scalar_type())};
+  return {point_grads.x0, point_grads.x1, point_grads.guides, t_in_place ? gt : gt.to(t.scalar_type())};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cuda(
@@ -123,7 +129,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cuda(
   const c10::cuda::CUDAGuard device_guard(x0.device());
   LossTensors out = empty_loss_outputs(x0, shape);
   at::Tensor t_storage, scratch;
-  const gpu::Times times = device_times(t, t_storage);
+  const gpu::Column times = device_column(t, t_storage);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "bezier_loss_fwd_cuda", [&] {
     using T = cuda_t<scalar_t>;
     using Acc = at::opmath_type<scalar_t>;
@@ -137,36 +143,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_fwd_cuda(
   return {out.loss, out.resid, out.scale, out.dt};
 }
 
-// The whole loss (schema and outputs: FusedLossTensors): the loss_fwd kernels, with the row weights,
-// the output scale and the reduction as ATen ops on the device around them.
+// The whole loss (schema and outputs: FusedLossTensors): gpu::fused_loss reads t and the weights in
+// place and computes every per-sample factor in its kernels; only the outputs and the scratch are
+// allocated here.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_loss_cuda(
     const at::Tensor& pred, const at::Tensor& x0, const at::Tensor& x1, const std::optional<at::Tensor>& guides,
     const at::Tensor& t, const std::optional<at::Tensor>& weight, c10::string_view target, c10::string_view loss,
     double huber_c, c10::string_view reduction, bool residual, bool t_grad) {
   const FusedLossArgs args = check_fused_loss(pred, x0, x1, guides, t, weight, target, loss, reduction);
   const ControlPointsShape shape = args.shape;
-  const Target tgt = args.target;
-  const Loss kind = args.loss;
-  const Reduction red = args.reduction;
-  const double factor = args.mean_factor;
-  const int64_t B = shape.batch, D = shape.features;
   const c10::cuda::CUDAGuard device_guard(x0.device());
-  const at::Tensor row_weight = weight.has_value() ? weight->to(at::kDouble).mul(factor)
-                                                   : at::full({B}, factor, x0.options().dtype(at::kDouble));
-  // dr/dpred per sample: 1 (velocity, left out) or 1 - t (endpoint)
-  const at::Tensor pred_factor = tgt == Target::kVelocity ? at::Tensor() : at::rsub(t.to(at::kDouble), 1.0);
-  auto times_factor = [&](const at::Tensor& v) { return pred_factor.defined() ? v * pred_factor : v; };
-  std::optional<at::Tensor> out_scale;
-  if (!residual && kind == Loss::kMse && D > 0) out_scale = times_factor(row_weight) * (2.0 / static_cast<double>(D));
-  auto [per_sample, out, scale, dt] =
-      loss_fwd_cuda(pred, x0, x1, guides, t, row_weight, out_scale, target, loss, huber_c);
-  if (!residual && kind == Loss::kPseudoHuber)  // the row's scale needs its whole norm: a second pass
-    out.mul_(times_factor(scale.to(at::kDouble)).to(out.scalar_type()).unsqueeze(1));
-  const at::Tensor weighted = weight.has_value() ? per_sample * weight->to(per_sample.scalar_type()) : per_sample.clone();
-  at::Tensor value = red == Reduction::kNone ? weighted : red == Reduction::kMean ? weighted.mean() : weighted.sum();
-  value = value.to(pred.scalar_type());
-  return {value, out, factor == 1.0 ? per_sample : per_sample * factor, scale,
-          t_grad ? dt : at::empty({0}, dt.options())};
+  FusedLossTensors o = empty_fused_loss_outputs(pred, shape, args.reduction, t_grad);
+  at::Tensor t_storage, weight_storage, scratch;
+  const gpu::Column times = device_column(t, t_storage);
+  const gpu::Column weights = weight.has_value() ? device_column(*weight, weight_storage) : gpu::Column{};
+  const double empty_total = args.reduction == Reduction::kMean ? std::numeric_limits<double>::quiet_NaN() : 0.0;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "bezier_fused_loss_cuda", [&] {
+    using T = cuda_t<scalar_t>;
+    using Acc = at::opmath_type<scalar_t>;
+    static_assert(std::is_same_v<Acc, gpu::acc_t<T>>, "per-sample outputs in the accumulation type");
+    const gpu::FusedLossOutputs<T> outputs{args.loss,
+                                           huber_c,
+                                           weights,
+                                           args.mean_factor,
+                                           !residual,
+                                           args.reduction == Reduction::kNone,
+                                           reinterpret_cast<T*>(o.value.mutable_data_ptr<scalar_t>()),
+                                           o.weight_grad.mutable_data_ptr<Acc>(),
+                                           o.scale.mutable_data_ptr<Acc>(),
+                                           t_grad ? o.dt.mutable_data_ptr<Acc>() : nullptr};
+    C10_CUDA_CHECK(gpu::fused_loss<T>(retype<const T>(control_points<scalar_t>(x0, x1, guides, shape.degree)), times,
+                                      shape.batch, shape.features, args.target,
+                                      reinterpret_cast<const T*>(pred.const_data_ptr<scalar_t>()), pred.stride(0),
+                                      reinterpret_cast<T*>(o.out.mutable_data_ptr<scalar_t>()), outputs, empty_total,
+                                      workspace_for(x0, scratch), current_launch()));
+  });
+  return {o.value, o.out, o.weight_grad, o.scale, o.dt};
 }
 
 }  // namespace

@@ -55,11 +55,29 @@ struct OrderList {
   BZ_HD int operator[](int j) const { return static_cast<int>((packed >> (4 * j)) & 15u); }
 };
 
-// t [B] on the device, float32 or float64 (exactly one pointer set).
-struct Times {
-  const float* f32;
-  const double* f64;
-  BZ_HD double operator[](int64_t b) const { return f64 ? f64[b] : static_cast<double>(f32[b]); }
+// A [B] tensor on the device read in place (t, the loss's weights): float32 or float64, at most
+// one pointer set, `stride` elements apart. Neither set reads as 1 everywhere (no weights).
+struct Column {
+  const float* f32 = nullptr;
+  const double* f64 = nullptr;
+  int64_t stride = 1;
+  BZ_HD double operator[](int64_t b) const {
+    return f64 ? f64[b * stride] : f32 ? static_cast<double>(f32[b * stride]) : 1.0;
+  }
+};
+
+// A contiguous [B] output on the device (dL/dt) written in place: float32 or float64, at most one
+// pointer set (neither: not asked for).
+struct OutColumn {
+  float* f32 = nullptr;
+  double* f64 = nullptr;
+  BZ_HD explicit operator bool() const { return f32 || f64; }
+  BZ_HD void store(int64_t b, double v) const {
+    if (f64)
+      f64[b] = v;
+    else
+      f32[b] = static_cast<float>(v);
+  }
 };
 
 // Bytes of one tile's shared-memory slot: float64 scratch for bezier_weights, then `rows`
@@ -305,6 +323,70 @@ BZ_HD void loss_forward_thread(const RowTiling& tiling, int64_t tile, int lane, 
     store_chunk<V>(resid + b * D + d, left, r);
   }
 }
+
+// out[b, d] *= mult over one thread's chunks of `tile` (out [B, D] contiguous): pseudo-Huber's
+// factor of r in dL/dpred, known once the row's norm is.
+template <typename T, int V>
+BZ_HD void scale_row_thread(const RowTiling& tiling, int64_t tile, int lane, acc_t<T> mult, T* out) {
+  using Acc = acc_t<T>;
+  const int64_t b = tiling.sample(tile), D = tiling.features, end = tiling.chunk_end(tile);
+  for (int64_t c = tiling.chunk_begin(tile) + lane; c < end; c += tiling.group) {
+    const int64_t d = c * V, left = D - d;
+    Acc v[V];
+    load_chunk<V>(out + b * D + d, left, v);
+    BZ_UNROLL
+    for (int e = 0; e < V; ++e) v[e] *= mult;
+    store_chunk<V>(out + b * D + d, left, v);
+  }
+}
+
+// What finishing one sample of the whole loss leaves to its kernel: its term m_b l_b of the
+// reduced loss, and the factor of its residual in out that is still to be applied (1: none).
+struct FusedSample {
+  double term;
+  double mult;
+};
+
+// The whole loss's per-sample factors and outputs (the fused_loss op; FusedLossTensors in
+// bezier_ops.h), computed inside the kernels from t and the weights: m_b = weight_b * mean_factor
+// is sample b's factor in the reduced loss, dr/dpred is 1 (velocity) or 1 - t_b (endpoint).
+template <typename T>
+struct FusedLossOutputs {
+  using Acc = acc_t<T>;
+  Loss kind;
+  double huber_c;
+  Column weight;       // neither pointer set: every weight is 1
+  double mean_factor;  // 1 / B for a mean, else 1
+  bool gradient;       // out holds dL/dpred for a unit upstream gradient (else r)
+  bool rowwise;        // reduction "none": value[b] = m_b l_b here; else the kernels sum the terms into value[0]
+  T* value;
+  Acc* weight_grad;    // [B] dL/dweight_b: mean_factor * l_b
+  Acc* scale;          // [B] dL/dr_bd = scale_b r_bd
+  Acc* dt;             // [B] dL/dt_b, or null (not asked for)
+
+  BZ_HD double factor(int64_t b) const { return weight[b] * mean_factor; }
+
+  // The factor of r in out when it is known before the row's sums: mse's m_b (2 / D) dr/dpred
+  // with gradient; 1 otherwise (out is r, or pseudo-Huber's factor, which needs the row's norm).
+  template <Target target>
+  BZ_HD double mult_before_sums(int64_t b, int64_t D, double t) const {
+    if (!gradient || kind != Loss::kMse || D == 0) return 1.0;
+    return factor(b) * (2.0 / static_cast<double>(D)) * pred_factor(target, t);
+  }
+
+  // Writes sample b's outputs from its sums sq = sum_d r^2 and rdt = sum_d r dr/dt.
+  template <Target target>
+  BZ_HD FusedSample finish(int64_t b, int64_t D, double t, double sq, double rdt) const {
+    const LossSample s = finish_loss(kind, D, huber_c, sq, rdt);
+    const double m = factor(b);
+    weight_grad[b] = static_cast<Acc>(mean_factor * s.loss);
+    scale[b] = static_cast<Acc>(m * s.scale);
+    if (dt) dt[b] = static_cast<Acc>(m * s.dt);
+    if (rowwise) value[b] = Convert<T>::from_acc(static_cast<Acc>(m * s.loss));
+    const bool rescale = gradient && kind == Loss::kPseudoHuber;
+    return {m * s.loss, rescale ? m * s.scale * pred_factor(target, t) : 1.0};
+  }
+};
 
 // Sum of sample b's tile partials, in tile order (deterministic).
 BZ_HD double sum_tiles(const double* partial, int64_t b, int64_t tiles_per_row) {

@@ -67,7 +67,7 @@ void test_alignment() {
 template <typename Acc, typename F>
 void run_blocks(const RowTiling& r, const BinomialRows& rows, const OrderList& orders, const std::vector<double>& t, F&& f) {
   std::vector<unsigned char> shared(r.shared_bytes());
-  const Times times{nullptr, t.data()};
+  const Column times{nullptr, t.data()};
   for (int64_t block = 0; block < r.blocks; ++block) {
     for (int pass = 0; pass < 2; ++pass)
       for (int thread = 0; thread < kThreads; ++thread) {
@@ -229,11 +229,94 @@ void test_loss(int n, Layout layout, Loss kind, double tol) {
   expect(worst <= tol, "loss_forward_thread vs naive", worst);
 }
 
+// The whole loss (fused_loss) as its kernels do it: the pass with mult_before_sums as r's factor,
+// each sample finished from its row's sums (FusedLossOutputs::finish: the main kernel's lead lanes,
+// or the finish kernel), then scale_row_thread with the factor finish returns. Weights float32 at
+// stride 2 (read through Column), a mean's factor 1 / B, reduction "none" (value[b] = m_b l_b).
+template <typename T, Target target>
+void test_fused_loss(int n, Layout layout, Loss kind, bool gradient, double tol) {
+  using Acc = acc_t<T>;
+  const int64_t B = layout.B, D = layout.D;
+  const Batch<T> batch(B, D, n, 7 * n + 1, layout.offset, layout.stride);
+  const auto P = batch.points();
+  const int64_t pred_stride = layout.stride < 0 ? D : layout.stride;
+  std::vector<T> pred(B * pred_stride), out(B * D), value(B);
+  std::mt19937 rng(5);
+  std::normal_distribution<double> normal;
+  for (auto& v : pred) v = static_cast<T>(normal(rng));
+  const auto weights = sample_factors(B, true, 1.5, -0.001);
+  std::vector<float> weight_buffer(2 * B);
+  for (int64_t b = 0; b < B; ++b) weight_buffer[2 * b] = static_cast<float>(weights[b]);
+  const double mean_factor = 1.0 / static_cast<double>(B);
+  std::vector<Acc> weight_grad(B), scale(B), dt(B);
+  const double c = 0.3;
+  const FusedLossOutputs<T> o{kind, c, Column{weight_buffer.data(), nullptr, 2}, mean_factor, gradient, true,
+                              value.data(), weight_grad.data(), scale.data(), dt.data()};
+  const OrderList orders = target == Target::kVelocity ? OrderList().push(1).push(2) : OrderList().push(0).push(1);
+  BinomialRows rows;
+  fill_binomial_rows(n, rows);
+  const bool aligned = points_aligned(P, B) && rows_aligned(pred.data(), B, pred_stride) && rows_aligned(out.data(), B, D);
+  bool untouched = true;  // rows whose factor was known before the sums get 1 from finish
+  with_width<T>(aligned, [&](auto width) {
+    constexpr int V = decltype(width)::value;
+    const RowTiling r = make_row_tiling(B, D, V, weight_slot_bytes(2, n, sizeof(Acc)), 4);
+    std::vector<double> partial(2 * r.tile_count(), 0.0), mult(B);
+    run_blocks<Acc>(r, rows, orders, batch.t, [&](int64_t tile, int lane, const Acc* w) {
+      Acc sq = 0, rdt = 0;
+      const int64_t b = r.sample(tile);
+      const double first = o.template mult_before_sums<target>(b, D, batch.t[b]);
+      loss_forward_thread<T, target, V>(r, tile, lane, P, w, batch.t[b], pred.data(), pred_stride,
+                                        static_cast<Acc>(first), out.data(), sq, rdt);
+      partial[tile] += sq;
+      partial[r.tile_count() + tile] += rdt;
+    });
+    for (int64_t b = 0; b < B; ++b) {
+      mult[b] = o.template finish<target>(b, D, batch.t[b], sum_tiles(partial.data(), b, r.tiles_per_row),
+                                          sum_tiles(partial.data() + r.tile_count(), b, r.tiles_per_row))
+                    .mult;
+      untouched = untouched && (mult[b] == 1.0 || (gradient && kind == Loss::kPseudoHuber));
+    }
+    run_blocks<Acc>(r, rows, orders, batch.t, [&](int64_t tile, int lane, const Acc*) {
+      scale_row_thread<T, V>(r, tile, lane, static_cast<Acc>(mult[r.sample(tile)]), out.data());
+    });
+  });
+  // loss_error's reference: l_b (weight_grad / mean_factor), scale and dt with m_b = weight_b / B
+  std::vector<Acc> loss(B);
+  std::vector<double> m(B), ones(B, 1.0);
+  double value_err = 0.0;
+  for (int64_t b = 0; b < B; ++b) {
+    loss[b] = static_cast<Acc>(static_cast<double>(weight_grad[b]) / mean_factor);
+    m[b] = static_cast<double>(static_cast<float>(weights[b])) * mean_factor;
+    const double term = m[b] * static_cast<double>(loss[b]);
+    value_err = std::max(value_err, rel(static_cast<double>(value[b]), term, std::max(1e-6, std::fabs(term))));
+  }
+  const double worst = loss_error(batch, target, kind, c, pred, pred_stride, out, loss, scale, dt, ones, m, gradient);
+  expect(worst <= tol, "fused loss (kernels' per-thread work and finish) vs naive", worst);
+  expect(value_err <= tol, "fused loss value[b] = m_b l_b", value_err);
+  expect(untouched, "finish leaves no factor to apply but pseudo-Huber's gradient", 0);
+}
+
+void test_columns() {
+  const double f64[6] = {1, -1, 2, -1, 3, -1};
+  const float f32[3] = {0.5f, 0.25f, 0.125f};
+  const Column strided{nullptr, f64, 2}, contiguous{f32, nullptr, 1}, none{};
+  expect(strided[2] == 3.0 && contiguous[1] == 0.25 && none[7] == 1.0, "Column reads its dtype and stride", 0);
+  float g32[2] = {0, 0};
+  double g64[2] = {0, 0};
+  OutColumn o32, o64, absent;
+  o32.f32 = g32;
+  o64.f64 = g64;
+  o32.store(1, 0.75);
+  o64.store(1, 1.0 / 3.0);
+  expect(g32[1] == 0.75f && g64[1] == 1.0 / 3.0 && o32 && o64 && !absent, "OutColumn stores in its dtype", 0);
+}
+
 }  // namespace
 
 int main() {
   test_tiling();
   test_alignment();
+  test_columns();
   // (B, D, offset, stride): aligned rows; rows of odd length; a buffer shifted by one element;
   // one sample whose padded rows are aligned, with a short last chunk; many short rows per
   // block; long rows split into several tiles; no features
@@ -249,6 +332,13 @@ int main() {
       test_loss<double, Target::kEndpoint>(n, layout, Loss::kPseudoHuber, 1e-10);
       if (layout.D > 0) test_loss<double, Target::kVelocity>(n, layout, Loss::kMse, 1e-10);
       if (layout.D > 0) test_loss<float, Target::kEndpoint>(n, layout, Loss::kMse, 1e-4);
+      if (layout.D == 0) continue;  // the reference's mse of no features is NaN
+      for (bool gradient : {true, false}) {
+        test_fused_loss<double, Target::kVelocity>(n, layout, Loss::kPseudoHuber, gradient, 1e-10);
+        test_fused_loss<double, Target::kEndpoint>(n, layout, Loss::kMse, gradient, 1e-10);
+        test_fused_loss<float, Target::kEndpoint>(n, layout, Loss::kPseudoHuber, gradient, 1e-4);
+        test_fused_loss<float, Target::kVelocity>(n, layout, Loss::kMse, gradient, 1e-4);
+      }
     }
   }
   expect(vector_runs > 0 && scalar_runs > 0, "both chunk widths were exercised", vector_runs + scalar_runs);

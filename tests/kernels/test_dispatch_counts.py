@@ -48,10 +48,12 @@ def _calls(backend: str, device: str) -> dict:
 CPP_OPERATORS = {"path": 3, "path_fwd_bwd": 11, "loss": 6, "loss_fwd_bwd": 11, "loss_fwd_bwd_huber": 11}
 # kernel launches: Triton (one kernel per op, weights computed inside it; the loss: its kernel, row
 # weights and factors inside, and the fixed-order sum of a "mean"; a finish kernel only with several
-# feature programs per sample) and CUDA (weights computed inside every kernel; the loss's row weights
-# and reduction as ATen kernels around it)
+# feature programs per sample) and CUDA (the same design: weights, row weights, dr/dpred and the
+# output's factor inside the kernels, dL/dt written in t's dtype; the loss: its kernel and the
+# single-block sum of a "mean"; backward: the engine's seed gradient and dL/dpred's one multiplication).
+# The CUDA limits follow from the launchers (csrc/bezier_cuda_*.cu) and await their first GPU run.
 TRITON_LAUNCHES = {"path": 1, "path_fwd_bwd": 2, "loss": 2, "loss_fwd_bwd": 2, "loss_fwd_bwd_huber": 2}
-CUDA_LAUNCHES = {"path": 1, "path_fwd_bwd": 4, "loss": 8, "loss_fwd_bwd": 12, "loss_fwd_bwd_huber": 14}
+CUDA_LAUNCHES = {"path": 1, "path_fwd_bwd": 2, "loss": 2, "loss_fwd_bwd": 4, "loss_fwd_bwd_huber": 4}
 
 
 def _available(backend: str, device: str) -> None:
