@@ -331,6 +331,7 @@ def _finish_samples(loss_ptr, scale_ptr, dt_ptr, value_ptr, rows, row_mask, sq, 
     else:
         loss = sq / D
         scale = m * (tl.full(sq.shape, 2.0, tl.float64) / D)
+    scale = tl.where(D > 0, scale, 0.0)  # no features, no gradient (2 / D, 1 / root would be inf, dt NaN)
     tl.store(loss_ptr + rows, (loss * loss_factor).to(loss_ptr.dtype.element_ty), mask=row_mask)
     tl.store(scale_ptr + rows, scale.to(scale_ptr.dtype.element_ty), mask=row_mask)
     if T_GRAD:

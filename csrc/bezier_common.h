@@ -139,6 +139,7 @@ BZ_HD LossSample finish_loss(Loss loss, int64_t D, double huber_c, double sq, do
     out.loss = root - huber_c;
     out.scale = 1.0 / root;
   }
+  if (D == 0) out.scale = 0.0;  // no features, no gradient (2 / D and 1 / root would be inf, dt NaN)
   out.dt = out.scale * rdt;
   return out;
 }

@@ -432,7 +432,7 @@ inline void finish_samples(const LossFinish<Acc>& f, const double* t, int64_t b0
                            const double* sq, const double* rdt, double* mult) {
   const LossOutputs<Acc>& o = f.outputs;
   if (o.kind == Loss::kMse) {
-    const double inv = 1.0 / static_cast<double>(D), two_inv = 2.0 * inv;
+    const double inv = 1.0 / static_cast<double>(D), two_inv = D > 0 ? 2.0 * inv : 0.0;  // see finish_loss
 #pragma omp simd
     for (int s = 0; s < count; ++s) {
       const int64_t b = b0 + s;
@@ -445,11 +445,12 @@ inline void finish_samples(const LossFinish<Acc>& f, const double* t, int64_t b0
     return;
   }
   const double c2 = o.huber_c * o.huber_c;
+  const bool features = D > 0;  // no features, no gradient (see finish_loss)
 #pragma omp simd
   for (int s = 0; s < count; ++s) {
     const int64_t b = b0 + s;
     const double root = std::sqrt(sq[s] + c2);
-    const double scale = o.weight(b) / root;
+    const double scale = features ? o.weight(b) / root : 0.0;
     o.loss[b] = static_cast<Acc>(root - o.huber_c);
     o.scale[b] = static_cast<Acc>(scale);
     if (o.dt) o.dt[b] = static_cast<Acc>(scale * rdt[s]);
@@ -571,7 +572,7 @@ void loss_finish(const LossOutputs<Acc>& out, int64_t B, int64_t D, const double
                  const double* rdt_partial, ParallelFor&& parallel_for) {
   const int64_t per_sample = Tiling(B, D).tiles_per_sample;
   if (out.kind == Loss::kMse && per_sample == 1 && D > 0) {  // the common case without a division per sample
-    const double inv = 1.0 / static_cast<double>(D), two_inv = 2.0 * inv;
+    const double inv = 1.0 / static_cast<double>(D), two_inv = D > 0 ? 2.0 * inv : 0.0;  // see finish_loss
     parallel_for(0, B, 4096, [&](int64_t begin, int64_t end) {
 #pragma omp simd
       for (int64_t b = begin; b < end; ++b) {

@@ -113,7 +113,8 @@ double loss_error(const Batch<T>& batch, bezier::Target target, bezier::Loss kin
       sdt += r * drdt;
     }
     const double l = kind == bezier::Loss::kMse ? s / D : std::sqrt(s + c * c) - c;
-    const double f = row_weight[b] * (kind == bezier::Loss::kMse ? 2.0 / D : 1.0 / std::sqrt(s + c * c));
+    // no features: no gradient (the reference's gradient of a sum over nothing)
+    const double f = D == 0 ? 0.0 : row_weight[b] * (kind == bezier::Loss::kMse ? 2.0 / D : 1.0 / std::sqrt(s + c * c));
     // out: out_scale_b r, or (gradient_out) dL/dpred = f dr/dpred r
     const double out_factor = gradient_out ? f * (target == bezier::Target::kVelocity ? 1.0 : 1.0 - t) : out_scale[b];
     for (int64_t d = 0; d < D; ++d) {

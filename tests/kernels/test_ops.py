@@ -314,6 +314,27 @@ def test_gradients_when_only_some_outputs_are_used(backend_device, used):
         assert rel_err(a, b) <= 1e-12
 
 
+@pytest.mark.parametrize("loss", ["mse", "pseudo_huber"])
+@pytest.mark.parametrize("target", ["velocity", "endpoint"])
+def test_the_loss_of_no_features_is_the_references(backend_device, target, loss):
+    """D = 0: the value is the reference's (NaN, mse's mean over nothing; 0 for pseudo-Huber, whose c
+    is 0 too) and so are the gradients: t's is 0 (no features, no gradient, where 2 / D and 1 / root
+    are inf), the weights' l_b / B (NaN for mse)."""
+    backend, device = backend_device
+    x0, x1, g, t = make_path(5, (0,), 3, torch.float64, device, t_dtype=torch.float64)
+    weight = torch.rand(5, dtype=torch.float64, device=device) + 0.5
+
+    def value_and_grads(name):
+        pred, tt, w = (x.detach().clone().requires_grad_(True) for x in (x0, t, weight))
+        value = bk.bezier_distill_loss(pred, x0, x1, tt, g, weight=w, target=target, loss=loss, backend=name)
+        return (value, *torch.autograd.grad(value, [pred, tt, w]))
+
+    got, ref = value_and_grads(backend), value_and_grads("torch")
+    assert torch.count_nonzero(ref[2]) == 0
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, equal_nan=True)
+
+
 def test_empty_guides_get_a_gradient_of_their_shape(backend_device):
     """Degree 1 given as empty guides [B, 0, D] that need gradients: the path's and the loss's backward
     hand back [B, 0, D] (path_bwd returns [0] for 'no guides'), as the reference does."""
