@@ -312,11 +312,12 @@ def test_baselines_trained_on_two_ranks_match_one_process(tmp_path):
     """CAF (UNet velocity and acceleration models, on images) and MeanFlow (MLP; its JVP on the network inside
     DistributedDataParallel) on 2 ranks: every checkpoint tensor as one process's, to rounding, and the same log.
     The UNet's float32 convolutions round more than the MLP's matrix products when the batch is split (other
-    blocking in their backward): after these 12 steps its tensors differ by up to 2.4e-5 of their largest entry
-    (measured), so they are compared to 1e-4 (without DistributedDataParallel the test fails: checked). (At width
-    8 every GroupNorm has one channel per group, so the conv biases before one have an exactly zero gradient whose
-    rounding noise Adam turns into steps of the learning rate: width 16 here.)"""
-    unet = dict(rtol=1e-4, atol=1e-4)
+    blocking in their backward, which depends on the CPU): after these 12 steps its tensors differ by up to 2.4e-5
+    of their largest entry on a Xeon and 1.2e-4 on an AMD EPYC (measured), so they are compared to 5e-4; without
+    DistributedDataParallel (each rank on its half alone) they differ by 0.3 (median over tensors; measured on the
+    EPYC). (At width 8 every GroupNorm has one channel per group, so the conv biases before one have an exactly
+    zero gradient whose rounding noise Adam turns into steps of the learning rate: width 16 here.)"""
+    unet = dict(rtol=5e-4, atol=5e-4)
     from ddp_baselines import train_baselines
 
     torchrun(str(Path(__file__).with_name("ddp_baselines.py")), str(tmp_path / "ddp"), log=tmp_path / "ddp.log")
