@@ -160,12 +160,33 @@ def _gpu_arch() -> str:
     return f"{major}.{minor}"
 
 
+def cuda_home() -> str | None:
+    """The CUDA toolkit the extension builds with: CUDA_HOME or CUDA_PATH when set, else the one the nvcc on PATH
+    runs, as its dry run names it (torch would guess the folder above nvcc's, wrong for a wrapper script such as
+    /usr/local/bin/nvcc running /usr/local/cuda-13.0/bin/nvcc: no cuda_runtime.h there); None without nvcc."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            return os.environ[var]
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return None
+    try:
+        proc = subprocess.run([nvcc, "-dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull], capture_output=True,
+                              text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    top = re.search(r"^#\$ TOP=(.+)$", proc.stdout + proc.stderr, re.MULTILINE)
+    return os.path.realpath(top.group(1).strip()) if top else None
+
+
 def _commands(out: Path) -> dict[str, tuple[list[str], dict]]:
     py = sys.executable
     jobs = str(max(1, min(16, os.cpu_count() or 1)))
+    home = cuda_home()
     return {
         "install": ([py, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-e", "."],
-                    {"MAX_JOBS": jobs, "TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST") or _gpu_arch()}),
+                    {"MAX_JOBS": jobs, "TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST") or _gpu_arch(),
+                     **({"CUDA_HOME": home} if home else {})}),
         "tests": ([py, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider", "tests"], {}),
         "memcheck": (["compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "1", "--target-processes", "all",
                       py, "-m", "benchmarks.gpu_check", "--kernel-cases"], {}),

@@ -19,6 +19,7 @@ be on a filesystem every rank sees (one node, or a shared filesystem across node
 """
 from __future__ import annotations
 
+import inspect
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+
+# torch 2.13 renamed broadcast_buffers (deprecated there) to forward_sync_buffers; older releases
+# (the GPU image's 2.11) know only the first
+_NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                   if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+                   else {"broadcast_buffers": False})
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,7 @@ def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
     if world().size == 1:
         return model
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   forward_sync_buffers=False)
+                                   **_NO_BUFFER_SYNC)
 
 
 def mean(values: Tensor) -> Tensor:

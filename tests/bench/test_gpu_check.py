@@ -38,6 +38,18 @@ def test_dry_run_prints_every_step_with_its_budget(tmp_path):
     assert {(e["op"], e["size_class"]) for e in table["entries"]} == {("path", "small"), ("loss", "small")}
 
 
+@pytest.mark.skipif(gpu_check.shutil.which("nvcc") is None, reason="no nvcc on PATH (CUDA's compiler)")
+def test_the_cuda_toolkit_is_the_one_nvcc_runs(monkeypatch):
+    """Without CUDA_HOME, the toolkit whose headers the nvcc on PATH compiles with (on this project's CI
+    machines nvcc is a wrapper script in /usr/local/bin, where torch's own guess finds no headers)."""
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    home = Path(gpu_check.cuda_home())
+    assert (home / "include" / "cuda_runtime.h").is_file() and (home / "bin" / "nvcc").is_file()
+    monkeypatch.setenv("CUDA_HOME", "/opt/some-cuda")
+    assert gpu_check.cuda_home() == "/opt/some-cuda"
+
+
 def _row(op, provider, batch, features, vs_eager, dtype="float32"):
     return {"op": op, "provider": provider, "batch": batch, "features": features, "dtype": dtype,
             "vs_eager": vs_eager, "error": ""}
