@@ -23,6 +23,13 @@ def interpreted(backend: str, device: str) -> bool:
     return backend == "triton" and device == "cpu"
 
 
+def gradcheck(fn, inputs, backend: str, device: str) -> bool:
+    """torch.autograd.gradcheck in float64: the whole Jacobian, except in the Triton interpreter, where
+    every call is slow and fast mode compares a random projection u^T J v with its finite difference
+    instead (two calls per output rather than two per input element)."""
+    return torch.autograd.gradcheck(fn, inputs, fast_mode=interpreted(backend, device))
+
+
 def backend_cases(fused_only: bool = False):
     """pytest params "backend-device" for every backend and device, skipped where it cannot run."""
     info = bk.available_backends()
