@@ -12,6 +12,19 @@ namespace bezier {
 namespace gpu {
 namespace {
 
+// The weight rows a loss kernel keeps: the order of the residual, then the order of its t-derivative.
+OrderList loss_orders(Target target) {
+  return target == Target::kVelocity ? OrderList().push(1).push(2) : OrderList().push(0).push(1);
+}
+
+// Adds the block's terms of the reduced loss into block_terms[block] (null: nothing to add). Every
+// thread of the block calls this (it synchronises, on a condition uniform over the launch).
+__device__ __forceinline__ void add_block_terms(double term, double* block_terms) {
+  if (!block_terms) return;
+  term = block_sum(term);
+  if (threadIdx.x == 0) block_terms[blockIdx.x] = term;
+}
+
 // Finishes sample b when its row is one tile; else leaves the tile's sums of r^2 and r dr/dt in
 // partial[tile] and partial[tile_count + tile].
 template <typename T, Target target, int V>
@@ -87,10 +100,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     __syncthreads();
     if (me.active) scale_row_thread<T, V>(tiling, me.tile, me.lane, static_cast<Acc>(*mult), out);
   }
-  if (block_terms) {
-    term = block_sum(term);
-    if (threadIdx.x == 0) block_terms[blockIdx.x] = term;
-  }
+  add_block_terms(term, block_terms);
 }
 
 // Rows of several tiles: one thread per sample finishes it from its tiles' sums, keeps the factor
@@ -108,10 +118,7 @@ __global__ void __launch_bounds__(kThreads)
     term = s.term;
     if (row_mult) row_mult[b] = s.mult;
   }
-  if (block_terms) {
-    term = block_sum(term);
-    if (threadIdx.x == 0) block_terms[blockIdx.x] = term;
-  }
+  add_block_terms(term, block_terms);
 }
 
 template <typename T, int V>
@@ -139,8 +146,7 @@ cudaError_t loss_forward(const ControlPoints<const T>& P, Column t, int64_t B, i
                          const T* pred, int64_t pred_batch_stride, const double* out_scale, T* resid,
                          const LossOutputs<acc_t<T>>& out, const Workspace& workspace, const Launch& launch) {
   if (B == 0) return cudaSuccess;
-  // weight rows: the order of the residual, then the order of its t-derivative
-  const OrderList list = target == Target::kVelocity ? OrderList().push(1).push(2) : OrderList().push(0).push(1);
+  const OrderList list = loss_orders(target);
   const bool aligned = points_aligned(P, B) && rows_aligned(pred, B, pred_batch_stride) && rows_aligned(resid, B, D);
   BinomialRows rows;
   fill_binomial_rows(P.degree, rows);
@@ -165,7 +171,7 @@ template <typename T>
 cudaError_t fused_loss(const ControlPoints<const T>& P, Column t, int64_t B, int64_t D, Target target,
                        const T* pred, int64_t pred_batch_stride, T* out, const FusedLossOutputs<T>& o,
                        double empty_total, const Workspace& workspace, const Launch& launch) {
-  const OrderList list = target == Target::kVelocity ? OrderList().push(1).push(2) : OrderList().push(0).push(1);
+  const OrderList list = loss_orders(target);
   const bool aligned = points_aligned(P, B) && rows_aligned(pred, B, pred_batch_stride) && rows_aligned(out, B, D);
   BinomialRows rows;
   fill_binomial_rows(P.degree, rows);
