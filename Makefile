@@ -46,10 +46,13 @@ check-cuda: setup
 	$(PY) csrc/check_cuda.py
 
 # Without a CUDA device the Triton backend runs in the Triton interpreter (CPU tensors, float32 and
-# float64), so CI exercises its kernels too; with one, the kernels run on the GPU.
+# float64), so CI exercises its kernels too; with one, the kernels run on the GPU. pytest-xdist runs
+# PYTEST_WORKERS processes (a 2-core CI machine: ~4 min -> ~2.5 min), the way gpu_check runs the
+# suite on a GPU machine, so the suite is checked to run in parallel.
+PYTEST_WORKERS ?= 2
 test-python: setup
 	TRITON_INTERPRET=$$($(PY) -c "import torch; print(int(not torch.cuda.is_available()))") \
-	  $(PY) -m pytest -q -ra tests
+	  $(PY) -m pytest -q -ra -n $(PYTEST_WORKERS) tests
 
 # ruff (pyproject.toml [tool.ruff]: line length 120, import sorting, pyflakes, bugbear)
 lint: setup

@@ -9,9 +9,10 @@ a step over its budget is stopped and reported, the next ones still run):
 
     install    pip install --no-deps --no-build-isolation -e . (builds the CUDA extension for this GPU's
                architecture only), then checks that "cuda" and "triton" are available
-    tests      pytest tests on CUDA (every backend and dtype; tests needing absent packages skip, saying so)
+    tests      pytest tests on CUDA (every backend and dtype; tests needing absent packages skip, saying so),
+               with pytest-xdist (one worker per core) where it is installed
     memcheck   compute-sanitizer --tool memcheck over small cases of every CUDA and Triton kernel
-               (python -m benchmarks.gpu_check --kernel-cases)
+               (python -m benchmarks.gpu_check --kernel-cases), PyTorch's caching allocator off
     bench      python -m benchmarks.run --preset gpu-check (the full GPU preset trimmed to fit)
     train      the training-step benchmark (benchmarks/train_step.py through benchmarks.run)
     auto       the auto table from the bench rows: the fastest backend per op, dtype and size class,
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import math
 import os
@@ -49,8 +51,8 @@ class Step:
 
 
 STEPS = (
-    Step("install", 150, "pip install --no-deps --no-build-isolation -e . (CUDA extension for this GPU)"),
-    Step("tests", 135, "pytest -q -ra tests (CUDA visible: every backend and dtype)"),
+    Step("install", 120, "pip install --no-deps --no-build-isolation -e . (CUDA extension for this GPU)"),
+    Step("tests", 165, "pytest -q -ra [-n <cores>] tests (CUDA visible: every backend and dtype)"),
     Step("memcheck", 75, "compute-sanitizer --tool memcheck python -m benchmarks.gpu_check --kernel-cases"),
     Step("bench", 120, "python -m benchmarks.run --preset gpu-check --train-cases"),
     Step("train", 45, "python -m benchmarks.run --ops position --sizes 256x64 --degrees 3 --compile preset "
@@ -187,15 +189,29 @@ def _commands(out: Path) -> dict[str, tuple[list[str], dict]]:
         "install": ([py, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-e", "."],
                     {"MAX_JOBS": jobs, "TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST") or _gpu_arch(),
                      **({"CUDA_HOME": home} if home else {})}),
-        "tests": ([py, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider", "tests"], {}),
+        "tests": tests_command(py, os.cpu_count() or 1, importlib.util.find_spec("xdist") is not None),
         "memcheck": (["compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "1", "--target-processes", "all",
-                      py, "-m", "benchmarks.gpu_check", "--kernel-cases"], {}),
+                      py, "-m", "benchmarks.gpu_check", "--kernel-cases"],
+                     # every tensor its own allocation: an access past a tensor's end inside one of the
+                     # caching allocator's segments would pass memcheck unseen
+                     {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}),
         "bench": ([py, "-m", "benchmarks.run", "--preset", "gpu-check", "--train-cases", "--out", str(out / "bench")],
                   {}),
         "train": ([py, "-m", "benchmarks.run", "--ops", "position", "--sizes", "256x64", "--degrees", "3",
                    "--providers", "eager", "compiled", "triton", "cuda", "--train-cases", "mlp2d", "digits64",
                    "--out", str(out / "train")], {}),
     }
+
+
+def tests_command(py: str, cpus: int, xdist: bool) -> tuple[list[str], dict]:
+    """The tests step's pytest command and environment. One after another, the suite's CPU tests (~3 min on a
+    2-core CI machine), its CUDA cases and the Triton compiles they cause (~300 specializations) overrun the
+    step's budget; with pytest-xdist (in the GPU image) one worker per core, one thread each."""
+    cmd = [py, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider"]
+    if not xdist or cpus < 2:
+        return [*cmd, "tests"], {}
+    workers = min(16, cpus)
+    return [*cmd, "-n", str(workers), "tests"], {"OMP_NUM_THREADS": str(max(1, cpus // workers))}
 
 
 def _check_install() -> str:

@@ -50,6 +50,26 @@ def test_the_cuda_toolkit_is_the_one_nvcc_runs(monkeypatch):
     assert gpu_check.cuda_home() == "/opt/some-cuda"
 
 
+def test_the_tests_step_runs_one_worker_per_core_where_xdist_is_installed():
+    cmd, env = gpu_check.tests_command("python3", 16, xdist=True)
+    assert cmd[-3:] == ["-n", "16", "tests"] and env == {"OMP_NUM_THREADS": "1"}
+    cmd, env = gpu_check.tests_command("python3", 32, xdist=True)
+    assert cmd[-3:] == ["-n", "16", "tests"] and env == {"OMP_NUM_THREADS": "2"}
+    for cpus, xdist in ((16, False), (1, True)):
+        cmd, env = gpu_check.tests_command("python3", cpus, xdist)
+        assert "-n" not in cmd and cmd[-1] == "tests" and env == {}
+
+
+def test_memcheck_sees_each_tensor_as_its_own_allocation(tmp_path, monkeypatch):
+    """Under PyTorch's caching allocator a write past a tensor's end lands inside a larger cudaMalloc
+    segment, where memcheck cannot see it."""
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")  # else read off the GPU
+    commands = gpu_check._commands(tmp_path)
+    cmd, env = commands["memcheck"]
+    assert cmd[:3] == ["compute-sanitizer", "--tool", "memcheck"] and env["PYTORCH_NO_CUDA_MEMORY_CACHING"] == "1"
+    assert commands["install"][1]["TORCH_CUDA_ARCH_LIST"] == "9.0"
+
+
 def _row(op, provider, batch, features, vs_eager, dtype="float32"):
     return {"op": op, "provider": provider, "batch": batch, "features": features, "dtype": dtype,
             "vs_eager": vs_eager, "error": ""}
