@@ -25,6 +25,7 @@ auto_table.json, summary.md); the headline ratios are printed at the end. Withou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib.util
 import json
@@ -32,6 +33,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -141,15 +143,23 @@ def kernel_cases(device: str, backends: list[str]) -> int:
 
 # ----------------------------------------------------------------------------- steps
 def _run(cmd: list[str], budget_s: int, log: Path, env: dict | None = None) -> tuple[bool, str]:
-    """Runs cmd with a time limit, output to log; (passed, one-line result)."""
+    """Runs cmd with a time limit, output to log; (passed, one-line result). The command gets a process
+    group of its own, killed whole when the step ends: pytest-xdist's workers, compute-sanitizer's target
+    and compile workers would otherwise outlive a stopped step and load the GPU under the next one."""
     start = time.perf_counter()
     with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                start_new_session=True)
         try:
-            proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=budget_s,
-                                  env={**os.environ, **(env or {})})
-            code = proc.returncode
+            code = proc.wait(timeout=budget_s)
         except subprocess.TimeoutExpired:
-            return False, f"stopped at its {budget_s} s budget (log {log.name})"
+            code = None
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if code is None:
+        return False, f"stopped at its {budget_s} s budget (log {log.name})"
     tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
     seconds = time.perf_counter() - start
     return code == 0, f"exit {code} in {seconds:.0f} s: {tail[0][:160]} (log {log.name})"

@@ -1,10 +1,12 @@
 """benchmarks.gpu_check on a CPU: the refusal without a GPU, the dry run, and the auto table that
-backend="auto" reads (building it from rows, reading it, rejecting a broken one)."""
+backend="auto" reads (building it from rows, reading it, rejecting a broken one), the steps' commands
+and their clean-up."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,29 @@ def test_memcheck_sees_each_tensor_as_its_own_allocation(tmp_path, monkeypatch):
     cmd, env = commands["memcheck"]
     assert cmd[:3] == ["compute-sanitizer", "--tool", "memcheck"] and env["PYTORCH_NO_CUDA_MEMORY_CACHING"] == "1"
     assert commands["install"][1]["TORCH_CUDA_ARCH_LIST"] == "9.0"
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("stopped", [True, False], ids=["stopped-at-its-budget", "exited"])
+def test_a_step_leaves_no_process_behind(tmp_path, stopped):
+    """A step's command and everything it started (a grandchild here, as pytest-xdist's workers) end
+    with the step, whether it overran its budget or exited leaving a child behind."""
+    pidfile = tmp_path / "pid"
+    script = f"sleep 120 & echo $! > {pidfile}; " + ("wait" if stopped else "exit 0")
+    passed, result = gpu_check._run(["bash", "-c", script], 1 if stopped else 60, tmp_path / "step.log")
+    assert passed is not stopped
+    assert ("stopped at its 1 s budget" in result) is stopped
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 10
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid)
 
 
 def _row(op, provider, batch, features, vs_eager, dtype="float32"):
