@@ -224,6 +224,20 @@ def tests_command(py: str, cpus: int, xdist: bool) -> tuple[list[str], dict]:
     return [*cmd, "-n", str(workers), "tests"], {"OMP_NUM_THREADS": str(max(1, cpus // workers))}
 
 
+def software_versions() -> str:
+    """What the install builds with, for the logs: an image's setuptools older than 77 cannot read
+    pyproject.toml's license expression, say."""
+    from importlib import metadata
+
+    found = [f"python {sys.version.split()[0]}"]
+    for package in ("torch", "triton", "numpy", "setuptools", "pytest", "pytest-xdist"):
+        try:
+            found.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{package} absent")
+    return ", ".join(found)
+
+
 def _check_install() -> str:
     code = ("import bezier_kernels as bk; i = bk.available_backends(); "
             "bad = [f'{n}: {i[n].reason}' for n in ('cuda', 'triton') if not i[n].available]; "
@@ -274,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"{date}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}"
     out.mkdir(parents=True, exist_ok=True)
     commands = _commands(out) if gpu else {}
-    print(f"gpu_check: {name}, torch {torch.__version__}, budget {TOTAL_BUDGET_S} s, results in {out}")
+    print(f"gpu_check: {name}; {software_versions()}; budget {TOTAL_BUDGET_S} s, results in {out}")
     started = time.perf_counter()
     report = []
     for step in STEPS:
@@ -315,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         path = out / part / "results.json"
         if path.exists():
             rows += json.loads(path.read_text())["rows"] if part == "bench" else []
-    summary = ["# gpu_check: " + name, "", *[f"- {line}" for line in report], "", "## Headline ratios", "",
+    summary = ["# gpu_check: " + name, "", software_versions(), "", *[f"- {line}" for line in report], "",
+               "## Headline ratios", "",
                *[f"    {line}" for line in headline(rows)]]
     (out / "summary.md").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))

@@ -36,6 +36,7 @@ def test_dry_run_prints_every_step_with_its_budget(tmp_path):
         assert f"{step.name:8} (budget {step.budget_s:3d} s)" in proc.stdout
     assert sum(step.budget_s for step in gpu_check.STEPS) <= 9 * 60
     assert "kernel cases of cpp passed" in proc.stdout
+    assert f"torch {torch.__version__}, " in proc.stdout and "setuptools " in proc.stdout.splitlines()[0]
     table = json.loads((tmp_path / "auto_table.json").read_text())
     assert {(e["op"], e["size_class"]) for e in table["entries"]} == {("path", "small"), ("loss", "small")}
 
