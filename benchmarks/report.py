@@ -263,6 +263,8 @@ def markdown(result: dict) -> str:
     env, copy = result["environment"], result["copy_bandwidth"]
     parts = [f"# Benchmark: {env['device_name']}, {env['date']}", "", environment_line(env, copy), "",
              f"Command: `{result['command']}`", ""]
+    if result.get("stopped_early"):
+        parts += [f"**Partial run**: {result['stopped_early']}.", ""]
     if TARGETS.get(env["device_type"]):
         parts += ["## Targets", "", target_table(result["rows"], env["device_type"]), ""]
     host = host_table(result["rows"])
@@ -295,7 +297,7 @@ def plot(result: dict, path: Path) -> None:
     providers = list(dict.fromkeys(r["provider"] for r in rows))
     dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
     cols = min(4, max(1, len(ops)))
-    nrows = (len(ops) + cols - 1) // cols
+    nrows = max(1, (len(ops) + cols - 1) // cols)  # one empty panel when no row was measured
     fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.9 * nrows), squeeze=False, sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     markers = "os^"
@@ -341,7 +343,9 @@ def write(result: dict, out_dir: Path) -> list[Path]:
     paths = [out_dir / name for name in ("ops.csv", "train_step.csv", "results.json", "results.md", "gbps.png")]
     _write_csv(paths[0], result["rows"], ROW_FIELDS)
     _write_csv(paths[1], result["train_step"], TRAIN_FIELDS)
-    paths[2].write_text(json.dumps(result, indent=1) + "\n")
+    partial = paths[2].with_name(paths[2].name + ".partial")  # a killed run leaves no half-written JSON
+    partial.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(partial, paths[2])
     paths[3].write_text(markdown(result))
     plot(result, paths[4])
     return paths

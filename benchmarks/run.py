@@ -155,12 +155,17 @@ def _interleaved(op: Op, providers: list[str], sets: list[InputSet], preset: Pre
     return calls, time_interleaved(calls, sets, repeats=repeats, warmup=max(preset.warmup, 10), device=device)
 
 
-def run_ops(preset: Preset, providers: list[str], device: torch.device, copy_gbps: float) -> list[dict]:
+def run_ops(preset: Preset, providers: list[str], device: torch.device, copy_gbps: float,
+            deadline: float | None = None) -> list[dict]:
+    """Rows of every (dtype, size, degree, op) case, in that order; once time.perf_counter() passes
+    deadline, no new (dtype, size, degree) case starts."""
     rows = []
     started = time.perf_counter()
     for dtype in preset.dtypes:
         for batch, features in preset.sizes:
             for degree in preset.degrees:
+                if deadline is not None and time.perf_counter() > deadline:
+                    break
                 sets = make_input_sets(batch, features, degree, DTYPES[dtype], device, preset.rotation_bytes)
                 for op in (OPS[name] for name in preset.ops):
                     names = [p for p in providers if _measures(p, op, preset, (batch, features), dtype)]
@@ -199,6 +204,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=tuple(PRESETS), help="default: full on CUDA, quick on the CPU")
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+                        help="start no new case after this many seconds and write what was measured (gpu_check)")
+    parser.add_argument("--train-providers", nargs="+", metavar="NAME",
+                        help="training-step providers (default: eager, compiled, each fused backend and it compiled)")
     parser.add_argument("--quick", action="store_const", const="quick", dest="preset", help="same as --preset quick")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--ops", nargs="+", choices=tuple(OPS), metavar="OP", help=f"subset of {', '.join(OPS)}")
@@ -254,10 +263,28 @@ def _configure(args: argparse.Namespace, device: torch.device) -> tuple[Preset, 
         preset = replace(preset, compile_ops=())
     train = train_providers([p for p in providers if p in fused], compile_=args.compile != "none"
                             and "compiled" in providers)
+    if args.train_providers:
+        unknown = set(args.train_providers) - set(train)
+        if unknown:
+            raise SystemExit(f"training-step providers {sorted(unknown)} are not among {train} here")
+        train = [p for p in train if p in args.train_providers]
     return preset, providers, train
 
 
+def _stopped_early(preset: Preset, train_providers_: int, rows: list[dict], train_rows: list[dict],
+                   time_limit: float | None) -> str:
+    """What the time limit left out ("" when every case ran)."""
+    cases = {(r["dtype"], r["batch"], r["features"], r["degree"]) for r in rows}
+    planned = len(preset.dtypes) * len(preset.sizes) * len(preset.degrees)
+    train_planned = len(preset.train_cases) * train_providers_
+    if len(cases) == planned and len(train_rows) == train_planned:
+        return ""
+    return (f"stopped early at the {time_limit:g} s time limit: {len(cases)} of {planned} (dtype, size, degree) "
+            f"cases and {len(train_rows)} of {train_planned} training-step rows measured")
+
+
 def main(argv: list[str] | None = None) -> dict:
+    started = time.perf_counter()
     args = parse_args(argv)
     device = torch.device(args.device)
     if args.threads:
@@ -270,15 +297,19 @@ def main(argv: list[str] | None = None) -> dict:
     copy_info = {"nbytes": copy.nbytes, "gbps": copy.gbps, "best_gbps": copy.best_gbps,
                  "min_ms": copy.timing.min, "median_ms": copy.timing.median, "max_ms": copy.timing.max}
     _log(f"copy bandwidth: {copy.gbps:.1f} GB/s (best {copy.best_gbps:.1f})")
-    rows = run_ops(preset, providers, device, copy.gbps)
+    deadline = None if args.time_limit is None else started + args.time_limit
+    rows = run_ops(preset, providers, device, copy.gbps, deadline)
     train_rows = []
     for case in preset.train_cases:
         train_rows += run_case(case, train_providers_, device, preset.repeats, preset.warmup,
-                               preset.rotation_bytes, _log)
+                               preset.rotation_bytes, _log, deadline)
     env["load_average_end"] = list(os.getloadavg())
     result = {"command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
               "preset": args.preset or ("full" if device.type == "cuda" else "quick"),
-              "environment": env, "copy_bandwidth": copy_info, "rows": rows, "train_step": train_rows}
+              "environment": env, "copy_bandwidth": copy_info, "rows": rows, "train_step": train_rows,
+              "stopped_early": _stopped_early(preset, len(train_providers_), rows, train_rows, args.time_limit)}
+    if result["stopped_early"]:
+        _log(result["stopped_early"])
     out_dir = args.out or report.default_out_dir(env)
     for path in report.write(result, out_dir):
         print(path)

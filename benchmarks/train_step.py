@@ -13,6 +13,7 @@ shapes of the two training problems (2-D toy data; 64-dim digits); timing does n
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -77,12 +78,17 @@ def train_providers(fused: list[str], compile_: bool) -> list[str]:
 
 
 def run_case(case: TrainCase, providers: list[str], device: torch.device, repeats: int, warmup: int,
-             rotation_bytes: int, log: Callable[[str], None]) -> list[dict]:
+             rotation_bytes: int, log: Callable[[str], None], deadline: float | None = None) -> list[dict]:
     """Times every provider's step on case; rows for report.TRAIN_FIELDS. At least 5 warm-up steps:
-    the compiled step with the fused ops still took 20-50x its steady time on calls 2-4."""
+    the compiled step with the fused ops still took 20-50x its steady time on calls 2-4. Once
+    time.perf_counter() passes deadline, no new provider starts."""
+    if deadline is not None and time.perf_counter() > deadline:
+        return []
     sets = make_input_sets(case.batch, case.features, case.degree, torch.float32, device, rotation_bytes, max_sets=4)
     rows = []
     for provider in providers:
+        if deadline is not None and time.perf_counter() > deadline:
+            break
         row = {"case": case.name, "provider": provider, "batch": case.batch, "features": case.features,
                "hidden": case.hidden, "layers": case.layers, "degree": case.degree, "repeats": repeats,
                "median_ms": None, "min_ms": None, "max_ms": None, "first_call_ms": None, "vs_eager": None,

@@ -92,3 +92,24 @@ def test_cli_writes_every_output(tmp_path):
         assert cells[3] == t["provider"] and _close(cells[4], t["median_ms"])
     with open(out / "train_step.csv") as f:
         assert [row["provider"] for row in csv.DictReader(f)] == ["eager", "cpp"]
+
+
+@pytest.mark.skipif(not bk.available_backends()["cpp"].available, reason="the cpp backend is not built")
+def test_a_time_limit_writes_what_was_measured_and_says_so(tmp_path):
+    from benchmarks import run
+
+    common = ["--device", "cpu", "--ops", OPS[0], "--degrees", str(DEGREE), "--sizes", f"{B}x{D}", "16x2",
+              "--repeats", "2", "--warmup", "1", "--providers", "eager", "cpp", "--compile", "none", "--copy-mb", "1",
+              "--train-cases", "mlp2d", "--train-batch", "16"]
+    result = run.main([*common, "--time-limit", "0", "--out", str(tmp_path / "none")])
+    assert result["rows"] == [] and result["train_step"] == []
+    assert "0 of 2 (dtype, size, degree) cases and 0 of 2 training-step rows" in result["stopped_early"]
+    assert "**Partial run**: stopped early at the 0 s time limit" in (tmp_path / "none" / "results.md").read_text()
+    assert json.loads((tmp_path / "none" / "results.json").read_text())["stopped_early"] == result["stopped_early"]
+
+    result = run.main([*common, "--time-limit", "600", "--train-providers", "cpp", "--out", str(tmp_path / "all")])
+    assert result["stopped_early"] == "" and len(result["rows"]) == 4
+    assert [t["provider"] for t in result["train_step"]] == ["cpp"]
+    assert "Partial run" not in (tmp_path / "all" / "results.md").read_text()
+    with pytest.raises(SystemExit, match=r"training-step providers \['cuda'\] are not among"):
+        run.main([*common, "--train-providers", "cuda", "--out", str(tmp_path / "bad")])

@@ -63,14 +63,18 @@ def test_the_tests_step_runs_one_worker_per_core_where_xdist_is_installed():
         assert "-n" not in cmd and cmd[-1] == "tests" and env == {}
 
 
-def test_memcheck_sees_each_tensor_as_its_own_allocation(tmp_path, monkeypatch):
-    """Under PyTorch's caching allocator a write past a tensor's end lands inside a larger cudaMalloc
-    segment, where memcheck cannot see it."""
+def test_the_steps_commands(tmp_path, monkeypatch):
+    """Memcheck sees each tensor as its own allocation (under PyTorch's caching allocator a write past a
+    tensor's end lands inside a larger cudaMalloc segment, unseen); the benchmarks run to a time limit."""
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")  # else read off the GPU
     commands = gpu_check._commands(tmp_path)
     cmd, env = commands["memcheck"]
     assert cmd[:3] == ["compute-sanitizer", "--tool", "memcheck"] and env["PYTORCH_NO_CUDA_MEMORY_CACHING"] == "1"
     assert commands["install"][1]["TORCH_CUDA_ARCH_LIST"] == "9.0"
+    budgets = {step.name: step.budget_s for step in gpu_check.STEPS}
+    for name in ("bench", "train"):  # they stop starting cases in time to write what they measured
+        assert commands[name][0][-2:] == ["--time-limit", str(budgets[name] - gpu_check.BENCH_MARGIN_S)]
+        assert budgets[name] - gpu_check.BENCH_MARGIN_S >= 30
 
 
 def _running(pid: int) -> bool:
