@@ -116,6 +116,7 @@ def kernel_cases(device: str, backends: list[str]) -> int:
     gen = torch.Generator(device=device).manual_seed(0)
     for backend in backends:
         for dtype in (torch.float32, torch.bfloat16):
+            print(f"kernel cases: {backend} {dtype} ({count} done)", flush=True)  # how far a stopped run got
             for B, D, n in ((3, 5, 1), (4, 70, 3), (2, 1100, 4), (33, 2, 3)):
                 def randn(*shape):
                     return torch.randn(shape, generator=gen, device=device).to(dtype)
@@ -282,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         import bezier_kernels as bk
 
         names = [n for n, i in bk.available_backends().items() if n != "torch" and i.available and device in i.devices]
+        names.sort(key=lambda n: n != "cuda")  # the hand-indexed CUDA C++ kernels first, should the budget end
         print(f"kernel cases: {kernel_cases(device, names)} on {device} ({', '.join(names)})")
         return 0
 
