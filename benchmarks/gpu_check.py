@@ -237,8 +237,10 @@ def software_versions() -> str:
     pyproject.toml's license expression, say."""
     from importlib import metadata
 
-    found = [f"python {sys.version.split()[0]}"]
-    for package in ("torch", "triton", "numpy", "setuptools", "pytest", "pytest-xdist"):
+    import torch
+
+    found = [f"python {sys.version.split()[0]}", f"torch {torch.__version__}"]  # with its +cu130 tag
+    for package in ("triton", "numpy", "setuptools", "pytest", "pytest-xdist"):
         try:
             found.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:

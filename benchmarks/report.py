@@ -250,12 +250,14 @@ def train_table(rows: Sequence[dict]) -> str:
     return _table(header, lines)
 
 
-def environment_line(env: dict, copy: dict) -> str:
+def environment_line(env: dict, copy: dict | None) -> str:
+    """The run's machine, software, load and settings, with the copy bandwidth once it is measured."""
     load = "/".join(f"{x:.1f}" for x in env["load_average_start"])
+    measured = "" if copy is None else (f"; measured copy bandwidth {copy['gbps']:.1f} GB/s "
+                                        f"(best {copy['best_gbps']:.1f}, {copy['nbytes'] / 1e6:.0f} MB buffers)")
     return (f"{env['device_name']} ({env['device_type']}, {env['threads']} threads of {env['cpu_count']} CPUs), "
             f"torch {env['torch']}, triton {env['triton']}, git {env['git_revision']}, {env['time_utc']}, "
-            f"load average {load}; measured copy bandwidth {copy['gbps']:.1f} GB/s "
-            f"(best {copy['best_gbps']:.1f}, {copy['nbytes'] / 1e6:.0f} MB buffers)" +
+            f"load average {load}{measured}" +
             "".join(f"; {name}={value}" for name, value in env.get("settings", {}).items()))
 
 

@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     preset, providers, train_providers_ = _configure(args, device)
     env = report.environment(device)
-    _log(report.environment_line(env, {"gbps": float("nan"), "best_gbps": float("nan"), "nbytes": 0}))
+    _log(report.environment_line(env, None))
 
     copy = copy_bandwidth(device, preset.copy_bytes)
     copy_info = {"nbytes": copy.nbytes, "gbps": copy.gbps, "best_gbps": copy.best_gbps,

@@ -103,11 +103,11 @@ class Classifier:
 def split_data(settings: ClassifierSettings) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(train images [n, size*size], train labels, test images, test labels): the set's own test split when
     settings.test_fraction is None (Fashion-MNIST: its last 10,000), else a stratified split, the same for a seed."""
+    if settings.test_fraction is None and settings.data != "fashion":  # said before any data is read
+        raise ValueError(f"{settings.data!r} has no test split of its own: set a test_fraction")
     images, labels = labelled_images(settings.data, settings.size)
     images = images.flatten(1)
     if settings.test_fraction is None:
-        if settings.data != "fashion":
-            raise ValueError(f"{settings.data!r} has no test split of its own: set a test_fraction")
         test = torch.arange(labels.shape[0]) >= 60_000
         return images[~test], labels[~test], images[test], labels[test]
     generator = torch.Generator().manual_seed(settings.seed)

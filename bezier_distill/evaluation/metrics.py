@@ -146,8 +146,11 @@ def wasserstein2(x: Tensor, y: Tensor, method: str = "auto") -> float:
     cost = _distances(x, y).square().cpu().numpy()
     if method == "pot":
         import numpy as np
-        import ot
 
+        try:
+            import ot
+        except ImportError:
+            raise ImportError("wasserstein2 with method 'pot' needs POT: pip install POT") from None
         n, m = cost.shape
         squared = ot.emd2(np.full(n, 1.0 / n), np.full(m, 1.0 / m), cost, numItermax=10_000_000)
     elif method == "hungarian":

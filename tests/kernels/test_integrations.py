@@ -178,6 +178,9 @@ def test_works_without_the_libraries(monkeypatch):
 # bit for bit; the GPU-style kernels (triton, cuda) fuse the multiply-add (one rounding) and match to
 # within one rounding of the result.
 BITWISE_BACKENDS = ("torch", "cpp")
+# the skip reason where a library the adapters are tested against is absent (make setup installs both)
+MISSING = {"flow_matching": "flow-matching not installed: pip install flow-matching==1.0.10",
+           "torchcfm": "torchcfm not installed: pip install --no-deps torchcfm==1.0.7 POT"}
 
 
 def _assert_same(ours: torch.Tensor, theirs: torch.Tensor, backend: str) -> None:
@@ -192,7 +195,7 @@ def _assert_same(ours: torch.Tensor, theirs: torch.Tensor, backend: str) -> None
 def test_straight_path_equals_flow_matching_condot(backend_device, dtype, features):
     """No guides: the same x_t and dx_t as CondOTProbPath and AffineProbPath(CondOTScheduler())
     (bit for bit on BITWISE_BACKENDS, to one rounding with a fused multiply-add)."""
-    fm_path = pytest.importorskip("flow_matching.path", reason="flow-matching is installed by `make setup`")
+    fm_path = pytest.importorskip("flow_matching.path", reason=MISSING["flow_matching"])
     from flow_matching.path.scheduler import CondOTScheduler
 
     backend, device = backend_device
@@ -210,7 +213,7 @@ def test_straight_path_equals_flow_matching_condot(backend_device, dtype, featur
 @pytest.mark.parametrize("given_t", [False, True])
 def test_straight_path_equals_torchcfm(backend_device, sigma, given_t):
     """No guides: the same (t, x_t, u_t, eps) as torchcfm's ConditionalFlowMatcher from the same seed."""
-    cfm = pytest.importorskip("torchcfm.conditional_flow_matching", reason="torchcfm is installed by `make setup`")
+    cfm = pytest.importorskip("torchcfm.conditional_flow_matching", reason=MISSING["torchcfm"])
     backend, device = backend_device
     x0, x1, _, t = make_path(129, (3, 5), 1, torch.float32, device)
     ours_fm, theirs_fm = BezierConditionalFlowMatcher(sigma, backend=backend), cfm.ConditionalFlowMatcher(sigma)
@@ -248,7 +251,7 @@ def test_flow_matching_2d_training_loop_with_bezier_path(examples, one_thread):
     """flow_matching's 2-D example loop (examples/dropin_flow_matching.py: checkerboard, MLP, Adam),
     300 steps with CondOTProbPath, with BezierProbPath() and with a curved BezierProbPath, each sampled
     with flow_matching's ODESolver from the same noise."""
-    fm_path = pytest.importorskip("flow_matching.path", reason="flow-matching is installed by `make setup`")
+    fm_path = pytest.importorskip("flow_matching.path", reason=MISSING["flow_matching"])
     example, toy2d = examples("dropin_flow_matching"), examples("toy2d")
     steps = 300
     condot_vf, condot_losses = example.train(fm_path.CondOTProbPath(), steps)
@@ -278,6 +281,7 @@ def test_flow_matching_2d_training_loop_with_bezier_path(examples, one_thread):
 
 @pytest.mark.parametrize("name", ["dropin_flow_matching", "dropin_torchcfm"])
 def test_examples_run(examples, one_thread, name, capsys):
-    pytest.importorskip(name.removeprefix("dropin_"), reason="installed by `make setup`")
+    module = name.removeprefix("dropin_")
+    pytest.importorskip(module, reason=MISSING[module])
     quality = examples(name).main(steps=20)
     assert quality > 0 and "energy distance to the data" in capsys.readouterr().out

@@ -30,7 +30,7 @@ def tracked(*patterns: str) -> set[str]:
 
 
 def test_the_sdist_holds_every_source_header_and_build_file(tmp_path):
-    pytest.importorskip("build", reason="the sdist is built with the `build` package (make setup installs it)")
+    pytest.importorskip("build", reason="the sdist is built with the `build` package: pip install build (make setup)")
     tree = tmp_path / "tree"  # a clean copy: an old egg-info's SOURCES.txt in the checkout would add its files
     for name in tracked():
         (tree / name).parent.mkdir(parents=True, exist_ok=True)

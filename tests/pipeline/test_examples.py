@@ -20,7 +20,7 @@ def examples(monkeypatch):
 
 
 def test_a_flow_matching_teacher_distilled_into_a_one_step_student(examples, capsys):
-    pytest.importorskip("flow_matching.path", reason="flow-matching is installed by `make setup` (the test extra)")
+    pytest.importorskip("flow_matching.path", reason="flow-matching not installed: pip install flow-matching==1.0.10")
     result = examples("distill_flow_matching_teacher").main(teacher_steps=200, student_steps=200, pairs=1024,
                                                             guide_steps=10, student_width=48, progress=False)
     assert "one-step Bezier student" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """The metrics against closed forms: identical sets, shifted and scaled sets, Gaussians, known flows."""
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
@@ -8,6 +9,10 @@ import torch
 
 from bezier_distill.evaluation import metrics
 from bezier_distill.samplers import solve_ode, uniform_times
+
+HAS_POT = importlib.util.find_spec("ot") is not None
+needs_pot = pytest.mark.skipif(not HAS_POT, reason="POT not installed: pip install POT (the test extra)")
+W2_METHODS = [pytest.param("pot", marks=needs_pot), "hungarian"]
 
 
 def normal(n: int, dim: int, seed: int) -> torch.Tensor:
@@ -24,11 +29,12 @@ def test_identical_sets_give_zero():
     assert metrics.mmd_rbf(x, x, unbiased=False) == pytest.approx(0, abs=1e-12)
     assert metrics.sliced_wasserstein2(x, x) == 0
     assert metrics.wasserstein2(x, x, "hungarian") == pytest.approx(0, abs=1e-12)
-    assert metrics.wasserstein2(x, x, "pot") == pytest.approx(0, abs=1e-7)
+    if HAS_POT:
+        assert metrics.wasserstein2(x, x, "pot") == pytest.approx(0, abs=1e-7)
     assert metrics.frechet_distance(x, x) == pytest.approx(0, abs=1e-9)
 
 
-@pytest.mark.parametrize("method", ["pot", "hungarian"])
+@pytest.mark.parametrize("method", W2_METHODS)
 def test_exact_w2_of_a_shifted_set_is_the_shift_norm(method):
     """W2^2(P, P + mu) = |mu|^2: translation is the optimal map, also between empirical measures."""
     x = normal(400, 3, 1)
@@ -36,7 +42,7 @@ def test_exact_w2_of_a_shifted_set_is_the_shift_norm(method):
     assert metrics.wasserstein2(x, x + mu, method) == pytest.approx(float(mu.norm()), rel=1e-9)
 
 
-@pytest.mark.parametrize("method", ["pot", "hungarian"])
+@pytest.mark.parametrize("method", W2_METHODS)
 def test_exact_w2_of_a_scaled_set(method):
     """y = c x (c > 0) is the gradient of the convex c |x|^2 / 2, so it is optimal: W2^2 = (c - 1)^2 E|x|^2."""
     x = normal(300, 2, 2)
@@ -51,6 +57,17 @@ def test_exact_w2_of_independent_gaussians_approaches_the_shift_norm():
     assert 2.0 <= value <= 2.0 * 1.03
 
 
+def test_pot_without_pot_is_a_one_line_error_and_auto_falls_back(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ot", None)  # import ot raises ImportError, as where POT is absent
+    x = normal(50, 2, 7)
+    with pytest.raises(ImportError, match=r"^wasserstein2 with method 'pot' needs POT: pip install POT$"):
+        metrics.wasserstein2(x, x + 1, "pot")
+    assert metrics.wasserstein2(x, x + 1) == pytest.approx(math.sqrt(2), rel=1e-9)  # auto: hungarian
+
+
+@needs_pot
 def test_pot_and_hungarian_agree_and_unequal_sizes_match_the_1d_quantile_formula():
     x, y = normal(200, 4, 5), normal(200, 4, 6) * 1.5 + 0.3
     assert metrics.wasserstein2(x, y, "pot") == pytest.approx(metrics.wasserstein2(x, y, "hungarian"), rel=1e-9)
