@@ -30,6 +30,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .errors import ConfigError
+
 # torch 2.13 renamed broadcast_buffers (deprecated there) to forward_sync_buffers; older releases
 # (the GPU image's 2.11) know only the first
 _NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
@@ -64,10 +66,16 @@ def launched() -> bool:
 
 
 def rank_device(device: torch.device | str) -> torch.device:
-    """device, with a CUDA device without an index made this process's own GPU (cuda:LOCAL_RANK)."""
+    """device, with a CUDA device without an index made this process's own GPU (cuda:LOCAL_RANK); a
+    ConfigError when this rank has none (more processes per node than GPUs: NCCL takes one GPU per rank)."""
     device = torch.device(device)
     if device.type == "cuda" and device.index is None and launched():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        local, count = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        if local >= count:
+            raise ConfigError(f"device cuda under torchrun: local rank {local} has no GPU of its own "
+                              f"({count} visible); start at most {count} per node (--nproc_per_node={count}) "
+                              "or use --device cpu")
+        return torch.device("cuda", local)
     return device
 
 

@@ -306,6 +306,23 @@ def test_ranks_take_equal_contiguous_rows_and_round_robin_chunks(monkeypatch):
     assert distributed.batch_rows(126) == slice(0, 126) and distributed.my_chunks(3) == [0, 1, 2]
 
 
+def test_a_rank_without_a_gpu_of_its_own_is_a_one_line_error(monkeypatch):
+    """More processes per node than GPUs with --device cuda: rank LOCAL_RANK >= the GPU count would ask
+    for a device that does not exist (NCCL takes one GPU per rank)."""
+    count = torch.cuda.device_count()
+    monkeypatch.setenv("RANK", str(count))
+    monkeypatch.setenv("WORLD_SIZE", str(count + 1))
+    monkeypatch.setenv("LOCAL_RANK", str(count))
+    with pytest.raises(ConfigError, match=rf"^device cuda under torchrun: local rank {count} has no GPU of its own "
+                                          rf"\({count} visible\); start at most {count} per node"):
+        distributed.rank_device("cuda")
+    assert distributed.rank_device("cpu") == torch.device("cpu")
+    assert distributed.rank_device("cuda:0") == torch.device("cuda", 0)  # an explicit index is kept
+    if count:
+        monkeypatch.setenv("LOCAL_RANK", str(count - 1))
+        assert distributed.rank_device("cuda") == torch.device("cuda", count - 1)
+
+
 # ---------------------------------------------------------------- the baselines' loop
 
 def test_baselines_trained_on_two_ranks_match_one_process(tmp_path):
