@@ -13,6 +13,7 @@ import yaml
 
 from bezier_distill import cli, store
 from bezier_distill.checkpoint import load_checkpoint
+from bezier_distill.train import read_log
 
 SCRIPT = Path(sys.executable).with_name("bezier-distill")  # installed by pyproject's [project.scripts]
 
@@ -159,3 +160,37 @@ def test_the_console_script_prints_no_traceback_for_user_errors(tmp_path):
 def test_device_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
     assert cli.main(["train-teacher", "--out", str(tmp_path / "x"), "--device", "cuda"]) == 2
     assert capsys.readouterr().err.startswith("bezier-distill train-teacher: error: --device cuda: no CUDA device")
+
+
+def _every_stage_and_an_exact_resume(tmp_path, capsys, device: str) -> None:
+    (tmp_path / "tiny.yaml").write_text(TINY)
+
+    def run(*args: str) -> None:
+        status = cli.main([*args, "--config", str(tmp_path / "tiny.yaml"), "--device", device, "--no-progress"])
+        assert status == 0, capsys.readouterr().err
+
+    def out(name: str) -> str:
+        return str(tmp_path / name)
+
+    run("train-teacher", "--out", out("rf1"))
+    run("make-guides", "--teacher", out("rf1"), "--out", out("guides"))
+    run("distill", "--pairs", out("guides"), "--out", out("student"))
+    run("sample", "--model", out("student"), "--out", out("samples"))
+    summary = json.loads((tmp_path / "samples" / "summary.json").read_text())
+    assert summary["evaluations_per_sample"] == 2 and summary["energy_distance"] > 0
+    # 30 steps, then on to 60 (resumed: the first 30 steps' log entries, times included, stay), against
+    # 60 at once: the same weights, bit for bit
+    first = read_log(tmp_path / "rf1")
+    run("train-teacher", "--out", out("rf1"), "--set", "teacher.train.steps=60")
+    assert read_log(tmp_path / "rf1")[:len(first)] == first and len(read_log(tmp_path / "rf1")) > len(first)
+    run("train-teacher", "--out", out("straight"), "--set", "teacher.train.steps=60")
+    (resumed_state, resumed), (_, straight) = load_checkpoint(tmp_path / "rf1"), load_checkpoint(tmp_path / "straight")
+    assert resumed_state["step"] == 60 and resumed.keys() == straight.keys()
+    for name in resumed:
+        assert torch.equal(resumed[name], straight[name]), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (the CPU runs every stage in "
+                    "test_console_script_runs_every_stage and resumes in tests/pipeline/test_faults.py)")
+def test_every_stage_on_cuda_and_an_exact_resume_there(tmp_path, capsys):
+    _every_stage_and_an_exact_resume(tmp_path, capsys, "cuda")
