@@ -299,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"{date}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}"
     out.mkdir(parents=True, exist_ok=True)
     commands = _commands(out) if gpu else {}
-    print(f"gpu_check: {name}; {software_versions()}; budget {TOTAL_BUDGET_S} s, results in {out}")
+    versions = software_versions()
+    print(f"gpu_check: {name}; {versions}; budget {TOTAL_BUDGET_S} s, results in {out}")
     started = time.perf_counter()
     report = []
     for step in STEPS:
@@ -332,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             result += "; " + _check_install()
         results = out / step.name / "results.json"
         if step.name in ("bench", "train") and results.exists():
-            result += "".join(f"; {text}" for text in [json.loads(results.read_text()).get("stopped_early")] if text)
+            stopped = json.loads(results.read_text()).get("stopped_early")
+            result += f"; {stopped}" if stopped else ""
         report.append(f"{step.name}: {'ok' if passed else 'FAILED'}, {result}")
         print("           " + report[-1], flush=True)
     if args.dry_run:
@@ -343,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         path = out / part / "results.json"
         if path.exists():
             rows += json.loads(path.read_text())["rows"] if part == "bench" else []
-    summary = ["# gpu_check: " + name, "", software_versions(), "", *[f"- {line}" for line in report], "",
+    summary = ["# gpu_check: " + name, "", versions, "", *[f"- {line}" for line in report], "",
                "## Headline ratios", "",
                *[f"    {line}" for line in headline(rows)]]
     (out / "summary.md").write_text("\n".join(summary) + "\n")

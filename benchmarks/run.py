@@ -12,6 +12,7 @@ benchmarks/results/<date>-<device>/). Column meanings: README, section "Performa
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -24,7 +25,7 @@ from . import report
 from .cases import DTYPES, OPS, InputSet, Op, fused_backends, make_input_sets, provider_call
 from .dispatch import operators
 from .memory import peak_extra_bytes
-from .timing import Timing, copy_bandwidth, first_call_ms, time_call, time_interleaved
+from .timing import Timing, copy_bandwidth, first_call_ms, past, time_call, time_interleaved
 from .train_step import TrainCase, run_case, train_providers
 
 Size = tuple[int, int]
@@ -156,40 +157,40 @@ def _interleaved(op: Op, providers: list[str], sets: list[InputSet], preset: Pre
 
 
 def run_ops(preset: Preset, providers: list[str], device: torch.device, copy_gbps: float,
-            deadline: float | None = None) -> list[dict]:
-    """Rows of every (dtype, size, degree, op) case, in that order; once time.perf_counter() passes
-    deadline, no new (dtype, size, degree) case starts."""
+            deadline: float | None = None) -> tuple[list[dict], int]:
+    """(rows of every (dtype, size, degree, op) case, in that order; the (dtype, size, degree) cases run):
+    once deadline passes (timing.past), no new (dtype, size, degree) case starts."""
     rows = []
     started = time.perf_counter()
-    for dtype in preset.dtypes:
-        for batch, features in preset.sizes:
-            for degree in preset.degrees:
-                if deadline is not None and time.perf_counter() > deadline:
-                    break
-                sets = make_input_sets(batch, features, degree, DTYPES[dtype], device, preset.rotation_bytes)
-                for op in (OPS[name] for name in preset.ops):
-                    names = [p for p in providers if _measures(p, op, preset, (batch, features), dtype)]
-                    calls, timings = {}, {}
-                    if batch * features <= preset.interleave_elements:
-                        calls, timings = _interleaved(op, names, sets, preset, device)
-                    for provider in names:
-                        row = measure(op, provider, sets, degree, dtype, preset, device, timings.get(provider),
-                                      calls.get(provider))
-                        if provider in calls:
-                            row["first_call_ms"] = calls[provider].first_call_ms
-                        rows.append(row)
-                        result = row["error"] or f"{row['median_ms']:.3f} ms ({row['min_ms']:.3f}-{row['max_ms']:.3f})"
-                        _log(f"[{time.perf_counter() - started:6.0f} s] {op.name} n={degree} {batch}x{features} "
-                             f"{dtype} {provider}: {result}")
-                del sets
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+    cases_run = 0
+    for dtype, (batch, features), degree in itertools.product(preset.dtypes, preset.sizes, preset.degrees):
+        if past(deadline):
+            break
+        cases_run += 1
+        sets = make_input_sets(batch, features, degree, DTYPES[dtype], device, preset.rotation_bytes)
+        for op in (OPS[name] for name in preset.ops):
+            names = [p for p in providers if _measures(p, op, preset, (batch, features), dtype)]
+            calls, timings = {}, {}
+            if batch * features <= preset.interleave_elements:
+                calls, timings = _interleaved(op, names, sets, preset, device)
+            for provider in names:
+                row = measure(op, provider, sets, degree, dtype, preset, device, timings.get(provider),
+                              calls.get(provider))
+                if provider in calls:
+                    row["first_call_ms"] = calls[provider].first_call_ms
+                rows.append(row)
+                result = row["error"] or f"{row['median_ms']:.3f} ms ({row['min_ms']:.3f}-{row['max_ms']:.3f})"
+                _log(f"[{time.perf_counter() - started:6.0f} s] {op.name} n={degree} {batch}x{features} "
+                     f"{dtype} {provider}: {result}")
+        del sets
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     report.add_speedups(rows, ("op", "degree", "batch", "features", "dtype"))
     for row in rows:
         if not row["error"]:
             row["gbps"] = row["traffic_bytes"] / (row["median_ms"] * 1e-3) / 1e9
             row["copy_fraction"] = row["gbps"] / copy_gbps
-    return rows
+    return rows, cases_run
 
 
 def _size(text: str) -> Size:
@@ -271,16 +272,14 @@ def _configure(args: argparse.Namespace, device: torch.device) -> tuple[Preset, 
     return preset, providers, train
 
 
-def _stopped_early(preset: Preset, train_providers_: int, rows: list[dict], train_rows: list[dict],
+def _stopped_early(preset: Preset, cases_run: int, train_rows: int, train_planned: int,
                    time_limit: float | None) -> str:
     """What the time limit left out ("" when every case ran)."""
-    cases = {(r["dtype"], r["batch"], r["features"], r["degree"]) for r in rows}
     planned = len(preset.dtypes) * len(preset.sizes) * len(preset.degrees)
-    train_planned = len(preset.train_cases) * train_providers_
-    if len(cases) == planned and len(train_rows) == train_planned:
+    if cases_run == planned and train_rows == train_planned:
         return ""
-    return (f"stopped early at the {time_limit:g} s time limit: {len(cases)} of {planned} (dtype, size, degree) "
-            f"cases and {len(train_rows)} of {train_planned} training-step rows measured")
+    return (f"stopped early at the {time_limit:g} s time limit: {cases_run} of {planned} (dtype, size, degree) "
+            f"cases and {train_rows} of {train_planned} training-step rows measured")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -298,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "min_ms": copy.timing.min, "median_ms": copy.timing.median, "max_ms": copy.timing.max}
     _log(f"copy bandwidth: {copy.gbps:.1f} GB/s (best {copy.best_gbps:.1f})")
     deadline = None if args.time_limit is None else started + args.time_limit
-    rows = run_ops(preset, providers, device, copy.gbps, deadline)
+    rows, cases_run = run_ops(preset, providers, device, copy.gbps, deadline)
     train_rows = []
     for case in preset.train_cases:
         train_rows += run_case(case, train_providers_, device, preset.repeats, preset.warmup,
@@ -307,7 +306,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
               "preset": args.preset or ("full" if device.type == "cuda" else "quick"),
               "environment": env, "copy_bandwidth": copy_info, "rows": rows, "train_step": train_rows,
-              "stopped_early": _stopped_early(preset, len(train_providers_), rows, train_rows, args.time_limit)}
+              "stopped_early": _stopped_early(preset, cases_run, len(train_rows),
+                                              len(preset.train_cases) * len(train_providers_), args.time_limit)}
     if result["stopped_early"]:
         _log(result["stopped_early"])
     out_dir = args.out or report.default_out_dir(env)

@@ -32,6 +32,11 @@ class Timing:
         return max(self.samples_ms)
 
 
+def past(deadline: float | None) -> bool:
+    """Whether time.perf_counter() has passed deadline (never, for None): a time-limited sweep starts no new case."""
+    return deadline is not None and time.perf_counter() > deadline
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -13,7 +13,6 @@ shapes of the two training problems (2-D toy data; 64-dim digits); timing does n
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,7 +21,7 @@ from torch import nn
 
 from .cases import InputSet, make_input_sets, provider_functions
 from .report import add_speedups
-from .timing import first_call_ms, time_call
+from .timing import first_call_ms, past, time_call
 
 
 @dataclass(frozen=True)
@@ -81,13 +80,13 @@ def run_case(case: TrainCase, providers: list[str], device: torch.device, repeat
              rotation_bytes: int, log: Callable[[str], None], deadline: float | None = None) -> list[dict]:
     """Times every provider's step on case; rows for report.TRAIN_FIELDS. At least 5 warm-up steps:
     the compiled step with the fused ops still took 20-50x its steady time on calls 2-4. Once
-    time.perf_counter() passes deadline, no new provider starts."""
-    if deadline is not None and time.perf_counter() > deadline:
+    deadline passes (timing.past), no new provider starts."""
+    if past(deadline):
         return []
     sets = make_input_sets(case.batch, case.features, case.degree, torch.float32, device, rotation_bytes, max_sets=4)
     rows = []
     for provider in providers:
-        if deadline is not None and time.perf_counter() > deadline:
+        if past(deadline):
             break
         row = {"case": case.name, "provider": provider, "batch": case.batch, "features": case.features,
                "hidden": case.hidden, "layers": case.layers, "degree": case.degree, "repeats": repeats,

@@ -111,5 +111,8 @@ def test_a_time_limit_writes_what_was_measured_and_says_so(tmp_path):
     assert result["stopped_early"] == "" and len(result["rows"]) == 4
     assert [t["provider"] for t in result["train_step"]] == ["cpp"]
     assert "Partial run" not in (tmp_path / "all" / "results.md").read_text()
+    # no time limit, and a case no provider measures (compiled, compiling nowhere): not "stopped early"
+    result = run.main([*common, "--providers", "compiled", "--train-cases", "--out", str(tmp_path / "empty")])
+    assert result["rows"] == [] and result["stopped_early"] == ""
     with pytest.raises(SystemExit, match=r"training-step providers \['cuda'\] are not among"):
         run.main([*common, "--train-providers", "cuda", "--out", str(tmp_path / "bad")])
